@@ -1,0 +1,3 @@
+from quadpipe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Typed settings for the simulation, the expert and the stability filter.
+
+Configuration is data passed in by the caller (the CLI, the Snakemake rules or a notebook); no module
+reads files or the environment on its own. `from_mapping` turns a plain dict (a section of
+config.yaml) into a dataclass and refuses unknown keys by name, so a typo never silently falls back
+to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from quadpipe.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertConfig:
+    """The scripted trot expert and the robot's joint servos (see docs: expert-controller).
+
+    `turn_scale_delta` and `turn_hip_bias` are the turning knobs. Defaults are the retuned,
+    symmetric turning measured on the MuJoCo A1 (~20 deg/s). The original system's knobs are
+    `turn_scale_delta=0.15, turn_hip_bias=[0.06, -0.06]` (~5 deg/s, asymmetric).
+    `turn_hip_bias` is (left side, right side) for *turn right*; turn left uses the negation.
+    """
+
+    dt: float = 0.001  # s, physics and control step
+    cmd_duration: float = 1.6  # s each high-level command is held
+    kp: tuple[float, float, float] = (100.0, 80.0, 60.0)  # N m / rad (hip, thigh, calf)
+    kd: tuple[float, float, float] = (5.0, 4.0, 3.0)  # N m s / rad
+    torque_limit: float = 33.5  # N m, |torque| clamp (the real A1 motors)
+    knob_tau: float = 0.08  # s, low-pass time constant of the turning knobs
+    turn_scale_delta: float = 0.45  # amplitude scale 1 +- delta between the sides when turning
+    turn_hip_bias: tuple[float, float] = (-0.2, -0.2)  # rad, hip bias (left, right) on turn right
+
+    @property
+    def steps_per_command(self) -> int:
+        return int(round(self.cmd_duration / self.dt))
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilityConfig:
+    """Thresholds of the stability filter; a trajectory is kept only if every check passes."""
+
+    min_height: float = 0.05  # m, base below this at any step: fell through the ground
+    max_position: float = 100.0  # m, |base position| component above this: exploded
+    max_velocity: float = 50.0  # m/s, |base linear velocity| component above this
+    min_mean_height: float = 0.15  # m, mean base height below this: tipped over
+    max_height_std: float = 0.3  # m, base height std above this: tipped over
+    min_up_z: float = 0.5  # z of the body's up axis below this (tilt > 60 deg): bad orientation
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+    """How one shard is generated and stored."""
+
+    min_moves: int = 5  # movement commands per sequence, drawn uniformly in [min, max]
+    max_moves: int = 15
+    threads: int = 0  # simulation threads; 0 = all cores
+    dtype: str = "float32"  # dtype of states/actions/qpos/qvel in the HDF5 file
+    compression: str | None = "gzip"  # h5py filter name, or None
+    compression_level: int = 4
+    chunk_steps: int = 1600  # HDF5 chunk length along time
+    max_attempts_factor: int = 20  # give up after num * factor attempts (a broken expert)
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
+    """Build dataclass `cls` from `data`, refusing unknown keys and wrong types by name."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {where}.{unknown[0]}; valid keys are: {', '.join(sorted(fields))}"
+        )
+    defaults = cls()
+    out = {}
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        out[name] = _coerce(value, default, f"{where}.{name}")
+    return cls(**out)
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or len(value) != len(default):
+            raise ConfigError(f"{key} must be a list of {len(default)} numbers, got {value!r}")
+        return tuple(_coerce(v, d, key) for v, d in zip(value, default, strict=True))
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, str) or default is None:
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def to_json(**sections: Any) -> str:
+    """Serialise named settings (dataclasses or dicts) into one JSON string.
+
+    Stored in every HDF5 file so a trajectory can be replayed exactly with the settings that made it.
+    """
+    return json.dumps(
+        {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+         for k, v in sections.items()}, sort_keys=True)
+
+
+def expert_from_json(text: str) -> ExpertConfig:
+    """The ExpertConfig stored by `to_json(expert=...)` in a file's config_json attribute."""
+    return from_mapping(ExpertConfig, json.loads(text)["expert"], "config_json.expert")

@@ -1,0 +1,238 @@
+"""The quadpipe HDF5 format: the one place that names groups, datasets, attributes and dtypes.
+
+Every reader and writer goes through this module. A file (a shard, or the merged dataset) holds one
+group per stable trajectory, `trajectory_00001`, ...:
+
+| name | shape | dtype | unit / meaning |
+|---|---|---|---|
+| states | (T, 36) | storage dtype | the original's state vector, layout in quadpipe.state |
+| actions | (T, 12) | storage dtype | N m, joint torque applied at each step (FR, FL, RR, RL x hip, thigh, calf) |
+| command_sequence | (n,) | int32 | command codes 1..5, each held `cmd_duration` s; T = n * cmd_duration / dt |
+| initial_state | (36,) | float64 | states[0] at full precision |
+| qpos | (T, 19) | storage dtype | MuJoCo qpos at each step (base pos, quaternion w x y z, 12 joints) |
+| qvel | (T, 18) | storage dtype | MuJoCo qvel at each step |
+| initial_qpos, initial_qvel | (19,), (18,) | float64 | exact start for replay |
+
+Group attributes: trajectory_id, is_stable, stability_reason, dt, cmd_duration, num_timesteps,
+state_dim (the original's) and attempt, shard, random_seed (where it came from; a merged file adds
+source_shard, source_trajectory_id and split = "train" | "valid").
+
+Root attributes: the original summary (num_trajectories, stable_count, rejected_count,
+total_attempts, acceptance_rate, random_seed, dt, cmd_duration, resumed_from), `rejected_<reason>`
+for every reason of quadpipe.stability, format, format_version and config_json (the expert,
+stability and generation settings, for exact replay). A merged file also has merged, num_tasks.
+
+Row t of states/qpos/qvel is the state *before* step t and actions[t] the torque applied during
+step t, so (states[t], actions[t]) is a training pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from quadpipe.errors import DatasetError
+from quadpipe.stability import REASONS
+from quadpipe.state import ACTION_DIM, STATE_DIM
+
+FORMAT = "quadpipe"
+FORMAT_VERSION = 1
+GROUP_PREFIX = "trajectory_"
+NQ, NV = 19, 18
+
+# name -> (trailing shape, whether it follows the storage dtype and is chunked along time)
+TIME_SERIES = {"states": (STATE_DIM,), "actions": (ACTION_DIM,), "qpos": (NQ,), "qvel": (NV,)}
+FIXED = {"command_sequence": None, "initial_state": (STATE_DIM,), "initial_qpos": (NQ,),
+         "initial_qvel": (NV,)}
+TRAJ_ATTRS = ("trajectory_id", "is_stable", "stability_reason", "dt", "cmd_duration",
+              "num_timesteps", "state_dim", "attempt", "shard", "random_seed")
+SUMMARY_ATTRS = ("num_trajectories", "stable_count", "rejected_count", "total_attempts",
+                 "acceptance_rate", "random_seed", "dt", "cmd_duration", "resumed_from")
+REJECTION_ATTRS = tuple(f"rejected_{r}" for r in REASONS)
+
+
+@dataclasses.dataclass
+class Storage:
+    """How time series are stored: dtype, compression filter and chunk length along time."""
+
+    dtype: str = "float32"
+    compression: str | None = "gzip"
+    compression_level: int | None = 4
+    chunk_steps: int = 1600
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """One stable trajectory in memory, as written to and read from a group."""
+
+    command_sequence: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+    qpos: np.ndarray
+    qvel: np.ndarray
+    initial_state: np.ndarray
+    initial_qpos: np.ndarray
+    initial_qvel: np.ndarray
+    attrs: dict[str, Any]
+
+
+def group_name(trajectory_id: int) -> str:
+    return f"{GROUP_PREFIX}{trajectory_id:05d}"
+
+
+def trajectory_names(f: h5py.File) -> list[str]:
+    """Trajectory group names in id order."""
+    return sorted(k for k in f.keys() if k.startswith(GROUP_PREFIX))
+
+
+def write_trajectory(f: h5py.Group, name: str, traj: Trajectory, storage: Storage) -> None:
+    g = f.create_group(name)
+    n = traj.states.shape[0]
+    for key, (width,) in TIME_SERIES.items():
+        kwargs: dict[str, Any] = {}
+        if storage.compression:
+            kwargs = {"compression": storage.compression,
+                      "compression_opts": storage.compression_level, "shuffle": True}
+        g.create_dataset(key, data=np.asarray(getattr(traj, key), dtype=storage.dtype),
+                         chunks=(min(n, storage.chunk_steps), width), **kwargs)
+    g.create_dataset("command_sequence", data=np.asarray(traj.command_sequence, dtype=np.int32))
+    for key in ("initial_state", "initial_qpos", "initial_qvel"):
+        g.create_dataset(key, data=np.asarray(getattr(traj, key), dtype=np.float64))
+    for key, value in traj.attrs.items():
+        g.attrs[key] = value
+
+
+def read_trajectory(f: h5py.File, name: str) -> Trajectory:
+    g = f[name]
+    data = {k: g[k][()] for k in (*TIME_SERIES, *FIXED)}
+    return Trajectory(**data, attrs=dict(g.attrs))
+
+
+SPLIT_ATTR = "split"
+TRAIN, VALID = "train", "valid"
+
+
+def assign_split(num: int, valid_fraction: float, seed: int) -> list[str]:
+    """A fixed train/valid split by trajectory: `num` labels, a `valid_fraction` share "valid".
+
+    Splitting by trajectory (not by sample) keeps neighbouring, nearly identical steps of one
+    trajectory out of both sets. At least one trajectory goes to each set when num >= 2.
+    """
+    n_valid = int(round(num * valid_fraction))
+    if num >= 2:
+        n_valid = min(max(n_valid, 1), num - 1)
+    order = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(2**31,)))
+    valid = set(order.permutation(num)[:n_valid].tolist())
+    return [VALID if i in valid else TRAIN for i in range(num)]
+
+
+def split_of(f: h5py.File, names: list[str], valid_fraction: float = 0.1, seed: int = 0
+             ) -> list[str]:
+    """The split stored in the file (merged datasets), else `assign_split` (a bare shard)."""
+    stored = [f[n].attrs.get(SPLIT_ATTR) for n in names]
+    if all(s in (TRAIN, VALID) for s in stored):
+        return [str(s) for s in stored]
+    return assign_split(len(names), valid_fraction, seed)
+
+
+def write_file(path: str | Path, trajectories: list[Trajectory], root_attrs: Mapping[str, Any],
+               storage: Storage) -> None:
+    """Write a complete file atomically: a reader sees the old file, or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            for key, value in root_attrs.items():
+                f.attrs[key] = value
+            for traj in trajectories:
+                write_trajectory(f, group_name(int(traj.attrs["trajectory_id"])), traj, storage)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def open_file(path: str | Path) -> Iterator[h5py.File]:
+    """Open a quadpipe file read-only, turning h5py's errors into one clear DatasetError."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file; run the step that writes it first")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetError(
+            f"{path}: not a readable HDF5 file (truncated or corrupt: {exc}); delete it and "
+            "regenerate it") from exc
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise DatasetError(f"{path}: not a quadpipe file (root attribute 'format' missing)")
+        yield f
+
+
+def validate(path: str | Path, read_data: bool = True) -> dict[str, Any]:
+    """Check a shard or merged dataset against this format; return its root attributes.
+
+    Raises DatasetError naming the file and what is wrong. With `read_data`, every dataset is read
+    and decompressed, so a damaged chunk is found here and not in the middle of training.
+    """
+    path = Path(path)
+    with open_file(path) as f:
+        attrs = dict(f.attrs)
+        for key in (*SUMMARY_ATTRS, *REJECTION_ATTRS):
+            if key not in attrs:
+                raise DatasetError(f"{path}: root attribute '{key}' is missing")
+        names = trajectory_names(f)
+        if len(names) != attrs["num_trajectories"]:
+            raise DatasetError(f"{path}: holds {len(names)} trajectories but num_trajectories "
+                               f"says {attrs['num_trajectories']}; the file is incomplete")
+        for name in names:
+            _validate_group(path, f[name], read_data)
+    return attrs
+
+
+def _validate_group(path: Path, g: h5py.Group, read_data: bool) -> None:
+    where = f"{path}:{g.name}"
+    for key in (*TIME_SERIES, *FIXED):
+        if key not in g:
+            raise DatasetError(f"{where}: dataset '{key}' is missing")
+    for key in TRAJ_ATTRS:
+        if key not in g.attrs:
+            raise DatasetError(f"{where}: attribute '{key}' is missing")
+    n = int(g.attrs["num_timesteps"])
+    for key, trailing in TIME_SERIES.items():
+        if g[key].shape != (n, *trailing):
+            raise DatasetError(f"{where}/{key}: shape {g[key].shape}, expected {(n, *trailing)}")
+    for key, shape in FIXED.items():
+        if shape is not None and g[key].shape != shape:
+            raise DatasetError(f"{where}/{key}: shape {g[key].shape}, expected {shape}")
+    steps = n / len(g["command_sequence"])
+    if abs(steps * float(g.attrs["dt"]) - float(g.attrs["cmd_duration"])) > 1e-9:
+        raise DatasetError(f"{where}: {n} steps do not match {len(g['command_sequence'])} "
+                           "commands of cmd_duration")
+    if read_data:
+        for key in (*TIME_SERIES, *FIXED):
+            try:
+                values = g[key][()]
+            except (OSError, RuntimeError) as exc:
+                raise DatasetError(f"{where}/{key}: cannot be read ({exc}); the file is "
+                                   "damaged, regenerate it") from exc
+            if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+                raise DatasetError(f"{where}/{key}: holds NaN or Inf")

@@ -1,0 +1,217 @@
+"""Generate one shard: sample command sequences, roll out the expert, keep the stable ones.
+
+Attempt i of shard k draws its commands from (seed, k, i) alone. Attempts run in C threads, and
+their outcomes are consumed strictly in attempt order, so the shard is "the first N stable attempts"
+whatever the thread count, batching or interruptions. Each outcome goes to the resume journal
+(quadpipe.journal) as it is consumed; a restarted shard replays the journal and continues, and the
+finished shard is written atomically from the journal, so a resumed shard equals an uninterrupted
+one in every dataset and attribute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import threading
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from quadpipe import dataset
+from quadpipe.commands import attempt_rng, sample_sequence
+from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig, to_json
+from quadpipe.errors import QuadpipeError
+from quadpipe.expert import references, standing_pose
+from quadpipe.journal import Journal
+from quadpipe.model import build_model, full_state, standing_qpos
+from quadpipe.rollout import Rollout, resolve_threads, simulate_one
+from quadpipe.stability import REASONS, STABLE, check_stability
+from quadpipe.state import STATE_DIM, states_from
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Attempt:
+    index: int
+    commands: np.ndarray
+    rollout: Rollout | None = None
+    reason: str = ""
+
+
+def partial_dir(out: Path) -> Path:
+    """The resume journal's folder for shard file `out`."""
+    return out.with_name(out.name + ".partial")
+
+
+def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
+                   expert: ExpertConfig = ExpertConfig(),
+                   stability: StabilityConfig = StabilityConfig(),
+                   gen: GenerateConfig = GenerateConfig(),
+                   progress: bool | None = None) -> dict[str, Any]:
+    """Write `num` stable trajectories of shard `shard` to HDF5 file `out`; return its summary.
+
+    Resumes from `<out>.partial/` if a previous run was interrupted. `progress=None` shows a bar
+    only when stderr is a terminal.
+    """
+    out = Path(out)
+    _check_args(out, num, seed, shard, gen)
+    header = {"seed": seed, "shard": shard,
+              "settings": to_json(expert=expert, stability=stability, sampler=_sampler(gen)),
+              "format_version": dataset.FORMAT_VERSION}
+    journal = Journal.open(partial_dir(out), header)
+    if journal.outcomes:
+        log.info("resuming %s from its journal: %d attempts, %d accepted", out,
+                 len(journal.outcomes), journal.outcomes.count(STABLE))
+
+    model = build_model(expert)
+    initial_qpos = standing_qpos(model, *standing_pose())
+    initial = full_state(model, initial_qpos)
+    bar = _progress_bar(num, progress)
+    try:
+        accepted = _run_attempts(journal, model, initial, num, seed, shard, expert, stability,
+                                 gen, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    used = journal.outcomes[: accepted[-1] + 1]
+    trajectories = [_trajectory(i + 1, a, journal.load(a), expert, seed, shard)
+                    for i, a in enumerate(accepted)]
+    counts = Counter(used)
+    summary = {
+        "num_trajectories": num,
+        "stable_count": num,
+        "rejected_count": len(used) - num,
+        "total_attempts": len(used),
+        "acceptance_rate": num / len(used),
+        "random_seed": seed,
+        "shard": shard,
+        "dt": expert.dt,
+        "cmd_duration": expert.cmd_duration,
+        # Always 0: a resumed shard is identical to an uninterrupted one, so where a run resumed
+        # is not part of the data (the log says it). Kept for readers of the original format.
+        "resumed_from": 0,
+        **{f"rejected_{r}": counts.get(r, 0) for r in REASONS},
+        "config_json": header["settings"],
+    }
+    dataset.write_file(out, trajectories, summary, _storage(gen))
+    journal.remove()
+    log.info("wrote %s: %d trajectories from %d attempts", out, num, len(used))
+    return summary
+
+
+def _sampler(gen: GenerateConfig) -> dict[str, int]:
+    return {"min_moves": gen.min_moves, "max_moves": gen.max_moves}
+
+
+def _storage(gen: GenerateConfig) -> dataset.Storage:
+    return dataset.Storage(dtype=gen.dtype, compression=gen.compression,
+                           compression_level=gen.compression_level, chunk_steps=gen.chunk_steps)
+
+
+def _check_args(out: Path, num: int, seed: int, shard: int, gen: GenerateConfig) -> None:
+    if num <= 0:
+        raise QuadpipeError(f"--num must be a positive number of trajectories, got {num}")
+    if seed < 0 or shard < 0:
+        raise QuadpipeError(f"--seed and --shard must be >= 0, got seed {seed}, shard {shard}")
+    if not 1 <= gen.min_moves <= gen.max_moves:
+        raise QuadpipeError(f"generate.min_moves ({gen.min_moves}) must be >= 1 and <= "
+                            f"generate.max_moves ({gen.max_moves})")
+    if gen.dtype not in ("float32", "float64"):
+        raise QuadpipeError(f"generate.dtype must be float32 or float64, got {gen.dtype!r}")
+    if out.exists():
+        raise QuadpipeError(f"{out} already exists; delete it or choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.with_name(f".{out.name}.probe")
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise QuadpipeError(f"cannot write to folder {out.parent} ({exc.strerror}); choose a "
+                            "writable --out") from exc
+
+
+def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, num: int,
+                  seed: int, shard: int, expert: ExpertConfig, stability: StabilityConfig,
+                  gen: GenerateConfig, bar: Any) -> list[int]:
+    """Consume attempts in order until `num` are stable; return the accepted attempt indices."""
+    accepted = [i for i, r in enumerate(journal.outcomes) if r == STABLE][:num]
+    if bar is not None:
+        bar.update(len(accepted))
+    if len(accepted) == num:
+        return accepted
+    max_attempts = num * gen.max_attempts_factor
+    nthreads = resolve_threads(gen.threads)
+    datas: dict[int, mujoco.MjData] = {}
+
+    def run(attempt: Attempt) -> Attempt:
+        key = threading.get_ident()
+        if key not in datas:
+            datas[key] = mujoco.MjData(model)
+        attempt.rollout = simulate_one(model, datas[key], initial,
+                                       references(attempt.commands, expert))
+        r = attempt.rollout
+        attempt.reason = check_stability(r.qpos, r.qvel, r.time, expert.dt, stability)
+        return attempt
+
+    next_index = len(journal.outcomes)
+    window: deque[Future[Attempt]] = deque()
+    with ThreadPoolExecutor(max_workers=nthreads) as pool:
+        try:
+            while len(accepted) < num:
+                while len(window) < 2 * nthreads:
+                    if next_index >= max_attempts:
+                        break
+                    cmds = sample_sequence(attempt_rng(seed, shard, next_index), gen.min_moves,
+                                           gen.max_moves)
+                    window.append(pool.submit(run, Attempt(next_index, cmds)))
+                    next_index += 1
+                if not window:
+                    raise QuadpipeError(
+                        f"only {len(accepted)} of {num} trajectories were stable after "
+                        f"{max_attempts} attempts; check the expert and stability settings")
+                attempt = window.popleft().result()
+                arrays = None
+                if attempt.reason == STABLE:
+                    r = attempt.rollout
+                    arrays = {"commands": attempt.commands, "qpos": r.qpos[:-1],
+                              "qvel": r.qvel[:-1], "torque": r.torque}
+                    accepted.append(attempt.index)
+                journal.record(attempt.index, attempt.reason, arrays)
+                if bar is not None:
+                    if attempt.reason == STABLE:
+                        bar.update(1)
+                    bar.set_postfix(acceptance=f"{len(accepted) / (attempt.index + 1):.0%}")
+        finally:
+            for fut in window:
+                fut.cancel()
+    return accepted
+
+
+def _trajectory(tid: int, attempt: int, arrays: dict[str, np.ndarray], expert: ExpertConfig,
+                seed: int, shard: int) -> dataset.Trajectory:
+    qpos, qvel = arrays["qpos"], arrays["qvel"]
+    states = states_from(qpos, qvel)
+    return dataset.Trajectory(
+        command_sequence=arrays["commands"], states=states, actions=arrays["torque"],
+        qpos=qpos, qvel=qvel, initial_state=states[0], initial_qpos=qpos[0],
+        initial_qvel=qvel[0],
+        attrs={"trajectory_id": tid, "is_stable": True, "stability_reason": STABLE,
+               "dt": expert.dt, "cmd_duration": expert.cmd_duration,
+               "num_timesteps": len(qpos), "state_dim": STATE_DIM, "attempt": attempt,
+               "shard": shard, "random_seed": seed})
+
+
+def _progress_bar(num: int, progress: bool | None) -> Any:
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=num, unit="traj", desc="generate", file=sys.stderr)

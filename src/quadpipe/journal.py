@@ -1,0 +1,121 @@
+"""The resume journal of a shard: every attempt's outcome, and each accepted trajectory's data.
+
+Lives in `<shard>.partial/` beside the shard. `journal.jsonl` starts with a header line (the settings
+that determine the data) and has one line per attempt, in attempt order: `{"attempt": i, "reason":
+r}`. An accepted attempt's arrays are written to `attempt_<i>.npz` (temp file, fsync, rename)
+*before* its line is appended and fsynced, so after a SIGKILL at any point the journal is a prefix of
+the attempt sequence whose accepted entries all have their data. A torn last line (killed
+mid-append) is dropped on reopen; anything else that does not parse is corruption and is reported,
+never repaired silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadpipe.errors import ResumeError
+from quadpipe.stability import STABLE
+
+JOURNAL = "journal.jsonl"
+
+
+class Journal:
+    """Append-only record of a shard's attempts that survives a kill."""
+
+    def __init__(self, folder: Path, header: dict[str, Any]):
+        self.folder = folder
+        self.header = header
+        self.outcomes: list[str] = []  # reason per attempt index
+        self._fix = (f"delete the folder {folder} to start this shard over (the same trajectories "
+                     "will be generated again)")
+
+    @classmethod
+    def open(cls, folder: Path, header: dict[str, Any]) -> Journal:
+        """Open an existing journal to resume, or start a new one."""
+        journal = cls(folder, header)
+        path = folder / JOURNAL
+        if path.exists():
+            journal._load(path)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, (json.dumps(header, sort_keys=True) + "\n").encode())
+        return journal
+
+    def _load(self, path: Path) -> None:
+        raw = path.read_bytes()
+        lines = raw.split(b"\n")
+        complete, torn = lines[:-1], lines[-1]
+        if not complete:
+            raise ResumeError(f"{path}: the journal has no header; {self._fix}")
+        try:
+            header = json.loads(complete[0])
+        except ValueError as exc:
+            raise ResumeError(f"{path}: unreadable header; {self._fix}") from exc
+        if header != self.header:
+            diff = sorted(k for k in set(header) | set(self.header)
+                          if header.get(k) != self.header.get(k))
+            raise ResumeError(f"{path}: was written with other settings ({', '.join(diff)}); "
+                              f"rerun with the same settings, or {self._fix}")
+        for lineno, line in enumerate(complete[1:], start=2):
+            try:
+                entry = json.loads(line)
+                attempt, reason = int(entry["attempt"]), str(entry["reason"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ResumeError(f"{path}: line {lineno} is corrupt; {self._fix}") from exc
+            if attempt != len(self.outcomes):
+                raise ResumeError(f"{path}: line {lineno} records attempt {attempt}, expected "
+                                  f"{len(self.outcomes)}; {self._fix}")
+            if reason == STABLE and not self.data_path(attempt).exists():
+                raise ResumeError(f"{self.data_path(attempt)} is missing; {self._fix}")
+            self.outcomes.append(reason)
+        if torn:  # killed while appending: drop the partial line so appends stay line-aligned
+            with open(path, "r+b") as f:
+                f.truncate(len(raw) - len(torn))
+                os.fsync(f.fileno())
+
+    def data_path(self, attempt: int) -> Path:
+        return self.folder / f"attempt_{attempt:06d}.npz"
+
+    def record(self, attempt: int, reason: str, arrays: dict[str, np.ndarray] | None) -> None:
+        """Append attempt `attempt`'s outcome; `arrays` is the data of an accepted attempt."""
+        assert attempt == len(self.outcomes), "attempts must be recorded in order"
+        if reason == STABLE:
+            assert arrays is not None
+            target = self.data_path(attempt)
+            tmp = target.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        with open(self.folder / JOURNAL, "ab") as f:
+            f.write((json.dumps({"attempt": attempt, "reason": reason}) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        self.outcomes.append(reason)
+
+    def load(self, attempt: int) -> dict[str, np.ndarray]:
+        path = self.data_path(attempt)
+        try:
+            with np.load(path) as npz:
+                return {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise ResumeError(f"{path}: corrupt side file ({exc}); {self._fix}") from exc
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
