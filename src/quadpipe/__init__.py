@@ -1,3 +1,3 @@
-"""quadpipe: quadruped-locomotion imitation-learning datasets and policies, from MuJoCo to a report."""
+"""quadpipe: quadruped imitation-learning datasets and policies, from MuJoCo to a report."""
 
 __version__ = "0.1.0"

@@ -21,8 +21,9 @@ def attempt_rng(seed: int, shard: int, attempt: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(shard, attempt)))
 
 
-def sample_sequence(rng: np.random.Generator, min_moves: int = 5, max_moves: int = 15) -> np.ndarray:
-    """The original sampler: m ~ U[min, max] moves from {1,2,3,4}, a stand (5) after each but the last.
+def sample_sequence(rng: np.random.Generator, min_moves: int = 5,
+                    max_moves: int = 15) -> np.ndarray:
+    """The original sampler: m ~ U[min, max] moves from {1,2,3,4}, stands (5) between.
 
     Returns an int32 array of 2m-1 command codes.
     """
@@ -41,7 +42,7 @@ def check_commands(commands: np.ndarray) -> np.ndarray:
     bad = arr[(arr < 1) | (arr > 5) | (arr != np.round(arr))]
     if bad.size:
         raise QuadpipeError(
-            f"unknown command code {bad[0]!r}; use 1 forward, 2 backward, 3 turn right, "
+            f"unknown command code {bad[0].item()!r}; use 1 forward, 2 backward, 3 turn right, "
             "4 turn left, 5 stand"
         )
     return arr.astype(np.int32)

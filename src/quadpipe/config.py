@@ -1,7 +1,7 @@
 """Typed settings for the simulation, the expert and the stability filter.
 
-Configuration is data passed in by the caller (the CLI, the Snakemake rules or a notebook); no module
-reads files or the environment on its own. `from_mapping` turns a plain dict (a section of
+Configuration is data passed in by the caller (the CLI, the Snakemake rules or a notebook); no
+module reads files or the environment on its own. `from_mapping` turns a plain dict (a section of
 config.yaml) into a dataclass and refuses unknown keys by name, so a typo never silently falls back
 to a default.
 """
@@ -112,7 +112,7 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
 def to_json(**sections: Any) -> str:
     """Serialise named settings (dataclasses or dicts) into one JSON string.
 
-    Stored in every HDF5 file so a trajectory can be replayed exactly with the settings that made it.
+    Stored in every HDF5 file, so a trajectory can be replayed with the settings that made it.
     """
     return json.dumps(
         {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v

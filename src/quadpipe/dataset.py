@@ -6,10 +6,10 @@ group per stable trajectory, `trajectory_00001`, ...:
 | name | shape | dtype | unit / meaning |
 |---|---|---|---|
 | states | (T, 36) | storage dtype | the original's state vector, layout in quadpipe.state |
-| actions | (T, 12) | storage dtype | N m, joint torque applied at each step (FR, FL, RR, RL x hip, thigh, calf) |
-| command_sequence | (n,) | int32 | command codes 1..5, each held `cmd_duration` s; T = n * cmd_duration / dt |
+| actions | (T, 12) | storage dtype | N m, torque applied at each step (joint order of the model) |
+| command_sequence | (n,) | int32 | codes 1..5, each held cmd_duration s; T = n cmd_duration / dt |
 | initial_state | (36,) | float64 | states[0] at full precision |
-| qpos | (T, 19) | storage dtype | MuJoCo qpos at each step (base pos, quaternion w x y z, 12 joints) |
+| qpos | (T, 19) | storage dtype | MuJoCo qpos (base pos, quaternion w x y z, 12 joints) |
 | qvel | (T, 18) | storage dtype | MuJoCo qvel at each step |
 | initial_qpos, initial_qvel | (19,), (18,) | float64 | exact start for replay |
 
@@ -89,7 +89,7 @@ def group_name(trajectory_id: int) -> str:
 
 def trajectory_names(f: h5py.File) -> list[str]:
     """Trajectory group names in id order."""
-    return sorted(k for k in f.keys() if k.startswith(GROUP_PREFIX))
+    return sorted(k for k in f if k.startswith(GROUP_PREFIX))
 
 
 def write_trajectory(f: h5py.Group, name: str, traj: Trajectory, storage: Storage) -> None:

@@ -64,6 +64,10 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
     header = {"seed": seed, "shard": shard,
               "settings": to_json(expert=expert, stability=stability, sampler=_sampler(gen)),
               "format_version": dataset.FORMAT_VERSION}
+    if out.exists():
+        return _existing(out, num, header)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # a write killed before its rename
+        stale.unlink()
     journal = Journal.open(partial_dir(out), header)
     if journal.outcomes:
         log.info("resuming %s from its journal: %d attempts, %d accepted", out,
@@ -105,6 +109,23 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
     return summary
 
 
+def _existing(out: Path, num: int, header: dict[str, Any]) -> dict[str, Any]:
+    """A finished shard is not regenerated: return its summary if it is this very shard.
+
+    This also completes a run killed between the shard's rename and the journal's removal.
+    """
+    attrs = dataset.validate(out)
+    same = (attrs.get("random_seed") == header["seed"] and attrs.get("shard") == header["shard"]
+            and attrs.get("num_trajectories") == num
+            and attrs.get("config_json") == header["settings"])
+    if not same:
+        raise QuadpipeError(f"{out} already exists with other settings; delete it or choose "
+                            "another --out")
+    Journal(partial_dir(out), header).remove()
+    log.info("%s is already complete", out)
+    return attrs
+
+
 def _sampler(gen: GenerateConfig) -> dict[str, int]:
     return {"min_moves": gen.min_moves, "max_moves": gen.max_moves}
 
@@ -124,8 +145,6 @@ def _check_args(out: Path, num: int, seed: int, shard: int, gen: GenerateConfig)
                             f"generate.max_moves ({gen.max_moves})")
     if gen.dtype not in ("float32", "float64"):
         raise QuadpipeError(f"generate.dtype must be float32 or float64, got {gen.dtype!r}")
-    if out.exists():
-        raise QuadpipeError(f"{out} already exists; delete it or choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         probe = out.with_name(f".{out.name}.probe")

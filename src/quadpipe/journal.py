@@ -1,10 +1,10 @@
 """The resume journal of a shard: every attempt's outcome, and each accepted trajectory's data.
 
-Lives in `<shard>.partial/` beside the shard. `journal.jsonl` starts with a header line (the settings
-that determine the data) and has one line per attempt, in attempt order: `{"attempt": i, "reason":
-r}`. An accepted attempt's arrays are written to `attempt_<i>.npz` (temp file, fsync, rename)
-*before* its line is appended and fsynced, so after a SIGKILL at any point the journal is a prefix of
-the attempt sequence whose accepted entries all have their data. A torn last line (killed
+Lives in `<shard>.partial/` beside the shard. `journal.jsonl` starts with a header line (the
+settings that determine the data) and has one line per attempt, in attempt order:
+`{"attempt": i, "reason": r}`. An accepted attempt's arrays are written to `attempt_<i>.npz`
+(temp file, fsync, rename) *before* its line is appended and fsynced, so after a SIGKILL at any
+point the journal is a prefix of the attempt sequence whose accepted entries all have their data. A torn last line (killed
 mid-append) is dropped on reopen; anything else that does not parse is corruption and is reported,
 never repaired silently.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ class Journal:
         try:
             with np.load(path) as npz:
                 return {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ResumeError(f"{path}: corrupt side file ({exc}); {self._fix}") from exc
 
     def remove(self) -> None:

@@ -1,8 +1,8 @@
 """The MuJoCo model of the Unitree A1 with the expert's joint PD running inside MuJoCo.
 
-With the PD as `position` actuators the whole rollout is open-loop in `ctrl` (the joint references),
-so `mujoco.rollout` can run it in C threads with no Python per step. `actuatorfrc` sensors record the
-torque actually applied (after the clamp), which is the action stored in the dataset.
+With the PD as `position` actuators the whole rollout is open-loop in `ctrl` (the joint
+references), so `mujoco.rollout` can run it in C threads with no Python per step. `actuatorfrc`
+sensors record the torque actually applied (after the clamp): the action stored in the dataset.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def build_model(cfg: ExpertConfig = ExpertConfig(), pd: str = "native") -> mujoc
 
 
 def standing_qpos(model: mujoco.MjModel, thigh: float, calf: float) -> np.ndarray:
-    """The original's start: joints (0, thigh, calf), body lowered until the feet touch the floor."""
+    """The original's start: joints (0, thigh, calf), body lowered until the feet touch ground."""
     data = mujoco.MjData(model)
     qpos = model.qpos0.copy()
     qpos[7:] = np.tile([0.0, thigh, calf], 4)
@@ -66,7 +66,8 @@ def standing_qpos(model: mujoco.MjModel, thigh: float, calf: float) -> np.ndarra
     return qpos
 
 
-def full_state(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray | None = None) -> np.ndarray:
+def full_state(model: mujoco.MjModel, qpos: np.ndarray,
+               qvel: np.ndarray | None = None) -> np.ndarray:
     """MuJoCo's full physics state vector (what `mujoco.rollout` starts from) at time 0."""
     data = mujoco.MjData(model)
     data.qpos[:] = qpos

@@ -1,0 +1,27 @@
+"""Comparisons shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+
+def file_contents(path: Path) -> dict:
+    """Every dataset (values, dtype) and attribute of an HDF5 file, keyed by path."""
+    out: dict = {}
+    with h5py.File(path) as f:
+        out["/"] = {k: _plain(v) for k, v in f.attrs.items()}
+
+        def visit(name, obj):
+            out[name + "@attrs"] = {k: _plain(v) for k, v in obj.attrs.items()}
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj.dtype.str, obj.shape, obj[()].tobytes())
+
+        f.visititems(visit)
+    return out
+
+
+def _plain(v):
+    return v.tolist() if isinstance(v, np.ndarray) else v

@@ -1,0 +1,149 @@
+"""Shard generation: determinism, the file format, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from conftest import TINY_EXPERT, TINY_GEN
+from helpers import file_contents
+
+from quadpipe import dataset
+from quadpipe.config import GenerateConfig, StabilityConfig
+from quadpipe.errors import DatasetError, QuadpipeError
+from quadpipe.generate import generate_shard
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "quadpipe", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_shard_follows_the_format(tiny_shard):
+    attrs = dataset.validate(tiny_shard)
+    assert attrs["num_trajectories"] == attrs["stable_count"] == 6
+    assert attrs["total_attempts"] == 6 + attrs["rejected_count"]
+    assert attrs["acceptance_rate"] == pytest.approx(6 / attrs["total_attempts"])
+    with h5py.File(tiny_shard) as f:
+        names = dataset.trajectory_names(f)
+        assert names == [f"trajectory_{i:05d}" for i in range(1, 7)]
+        g = f[names[0]]
+        n = g.attrs["num_timesteps"]
+        assert g["states"].shape == (n, 36) and g["states"].dtype == np.float32
+        assert g["actions"].shape == (n, 12)
+        assert n == len(g["command_sequence"]) * 400  # 0.4 s commands at 1 kHz
+        assert g["states"].chunks[0] <= n and g["states"].compression == "gzip"
+        assert np.abs(g["actions"][()]).max() <= 33.5 + 1e-4
+        assert g.attrs["stability_reason"] == "stable" and g.attrs["is_stable"]
+        np.testing.assert_allclose(g["initial_state"][()], g["states"][0], rtol=1e-6, atol=1e-6)
+
+
+def test_same_seed_same_shard_any_thread_count(tiny_shard, tmp_path):
+    again = tmp_path / "again.h5"
+    generate_shard(again, 6, seed=7, shard=0, expert=TINY_EXPERT,
+                   gen=GenerateConfig(min_moves=1, max_moves=2, threads=1), progress=False)
+    assert file_contents(again) == file_contents(tiny_shard)
+
+
+def test_other_shard_other_data(tiny_shard, tmp_path):
+    other = tmp_path / "other.h5"
+    generate_shard(other, 6, seed=7, shard=1, expert=TINY_EXPERT, gen=TINY_GEN, progress=False)
+    with h5py.File(other) as a, h5py.File(tiny_shard) as b:
+        cmds_a = [a[n]["command_sequence"][()].tolist() for n in dataset.trajectory_names(a)]
+        cmds_b = [b[n]["command_sequence"][()].tolist() for n in dataset.trajectory_names(b)]
+        assert cmds_a != cmds_b
+        assert a.attrs["shard"] == 1
+
+
+def test_rejections_are_counted_and_resampled(tmp_path):
+    """A velocity bound of 0.45 m/s, which about a third of these short walks exceed (measured
+    peaks 0.31-0.61): those attempts are rejected, counted by reason and replaced."""
+    out = tmp_path / "strict.h5"
+    strict = StabilityConfig(max_velocity=0.45)
+    generate_shard(out, 5, seed=3, expert=TINY_EXPERT, stability=strict, gen=TINY_GEN,
+                   progress=False)
+    attrs = dataset.validate(out)
+    assert attrs["rejected_count"] > 0
+    assert attrs["rejected_velocity_exploded"] == attrs["rejected_count"]
+    assert attrs["total_attempts"] == 5 + attrs["rejected_count"]
+    with h5py.File(out) as f:
+        kept = [f[n] for n in dataset.trajectory_names(f)]
+        assert all(np.abs(g["qvel"][:, 0:3]).max() <= 0.45 for g in kept)
+        attempts = [int(g.attrs["attempt"]) for g in kept]
+    assert attempts == sorted(attempts) and attempts[-1] == attrs["total_attempts"] - 1
+
+
+def test_hopeless_settings_stop_with_a_clear_error(tmp_path):
+    with pytest.raises(QuadpipeError, match="only 0 of 2 trajectories were stable after 4"):
+        generate_shard(tmp_path / "x.h5", 2, seed=1, expert=TINY_EXPERT,
+                       stability=StabilityConfig(max_velocity=0.01),
+                       gen=GenerateConfig(min_moves=1, max_moves=1, max_attempts_factor=2,
+                                          threads=1), progress=False)
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_validate_refuses_truncated_file(tiny_shard, tmp_path):
+    bad = tmp_path / "truncated.h5"
+    data = tiny_shard.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="truncated.h5.*truncated or corrupt"):
+        dataset.validate(bad)
+
+
+def test_validate_refuses_missing_dataset(tiny_shard, tmp_path):
+    bad = tmp_path / "missing.h5"
+    shutil.copy(tiny_shard, bad)
+    with h5py.File(bad, "a") as f:
+        del f["trajectory_00003/actions"]
+    with pytest.raises(DatasetError, match=r"missing.h5:/trajectory_00003: dataset 'actions'"):
+        dataset.validate(bad)
+
+
+def test_cli_generates_and_rerun_is_a_no_op(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("expert: {cmd_duration: 0.2}\ngenerate: {min_moves: 1, max_moves: 1}\n")
+    out = tmp_path / "s.h5"
+    first = run_cli("generate", "--num", "2", "--seed", "3", "--out", str(out), "--config",
+                    str(cfg))
+    assert first.returncode == 0, first.stderr
+    assert "2 trajectories" in first.stdout
+    before = out.read_bytes()
+    second = run_cli("generate", "--num", "2", "--seed", "3", "--out", str(out), "--config",
+                     str(cfg))
+    assert second.returncode == 0 and out.read_bytes() == before
+    clash = run_cli("generate", "--num", "2", "--seed", "4", "--out", str(out), "--config",
+                    str(cfg))
+    assert clash.returncode == 2 and "already exists with other settings" in clash.stderr
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num", "0"], "--num must be a positive number"),
+    (["--num", "-3"], "--num must be a positive number"),
+])
+def test_cli_bad_numbers(tmp_path, args, message):
+    res = run_cli("generate", *args, "--seed", "1", "--out", str(tmp_path / "x.h5"))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_unwritable_folder(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("precious")
+    res = run_cli("generate", "--num", "1", "--seed", "1", "--out", str(blocker / "s.h5"))
+    assert res.returncode == 2 and "cannot write to folder" in res.stderr
+    assert res.stderr.strip().count("\n") == 0
+    assert blocker.read_text() == "precious"
+
+
+def test_cli_unknown_config_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("generate: {min_move: 1}\n")
+    res = run_cli("generate", "--num", "1", "--seed", "1", "--out", str(tmp_path / "s.h5"),
+                  "--config", str(cfg))
+    assert res.returncode == 2 and "unknown key generate.min_move" in res.stderr

@@ -1,0 +1,121 @@
+"""A shard killed with SIGKILL at any point and restarted equals one that ran straight through."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from helpers import file_contents
+
+from quadpipe.errors import ResumeError
+from quadpipe.generate import generate_shard, partial_dir
+from quadpipe.journal import Journal
+
+CONFIG = "generate: {min_moves: 2, max_moves: 4, threads: 2}\n"
+NUM, SEED, SHARD = 16, 11, 2
+
+
+def start(out, cfg):
+    return subprocess.Popen(
+        [sys.executable, "-m", "quadpipe", "generate", "--num", str(NUM), "--seed", str(SEED),
+         "--shard", str(SHARD), "--out", str(out), "--config", str(cfg)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def journal_lines(out) -> int:
+    try:
+        return (partial_dir(out) / "journal.jsonl").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def kill_when(proc, condition, timeout=120.0) -> bool:
+    """SIGKILL `proc` as soon as `condition()` holds; False if it finished first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if condition():
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.001)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_equals_straight_run(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG)
+    straight = tmp_path / "straight" / "s.h5"
+    proc = start(straight, cfg)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+
+    resumed = tmp_path / "resumed" / "s.h5"
+    # Kill mid-simulation twice (after new journal lines), once right after start-up (while the
+    # journal is replayed), then while the finished shard is being written (its temp file exists).
+    killed = [kill_when(start(resumed, cfg), lambda: journal_lines(resumed) >= 3)]
+    n = journal_lines(resumed)
+    killed.append(kill_when(start(resumed, cfg), lambda: journal_lines(resumed) >= n + 3))
+    t0 = time.monotonic()
+    killed.append(kill_when(start(resumed, cfg), lambda: time.monotonic() - t0 > 1.0))
+    killed.append(kill_when(start(resumed, cfg),
+                            lambda: any(resumed.parent.glob(f".{resumed.name}.tmp-*"))))
+    assert killed[:2] == [True, True], killed
+    proc = start(resumed, cfg)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+
+    assert not partial_dir(resumed).exists()
+    assert not list(resumed.parent.glob(".*tmp*"))
+    assert file_contents(resumed) == file_contents(straight)
+
+
+def test_torn_journal_line_is_dropped(tmp_path):
+    """A kill in the middle of appending a line leaves a torn tail: dropped, appends line up."""
+    header = {"seed": 1, "shard": 0, "settings": "{}"}
+    journal = Journal.open(tmp_path / "p", header)
+    journal.record(0, "tipped_over", None)
+    journal.record(1, "stable", {"x": np.arange(3)})
+    path = tmp_path / "p" / "journal.jsonl"
+    with open(path, "ab") as f:
+        f.write(b'{"attempt": 2, "rea')
+    reopened = Journal.open(tmp_path / "p", header)
+    assert reopened.outcomes == ["tipped_over", "stable"]
+    reopened.record(2, "stable", {"x": np.arange(4)})
+    again = Journal.open(tmp_path / "p", header)
+    assert again.outcomes == ["tipped_over", "stable", "stable"]
+    np.testing.assert_array_equal(again.load(2)["x"], np.arange(4))
+
+
+def test_journal_of_other_settings_is_refused(tmp_path):
+    Journal.open(tmp_path / "p", {"seed": 1, "shard": 0, "settings": "{}"})
+    with pytest.raises(ResumeError, match="other settings \\(seed\\)"):
+        Journal.open(tmp_path / "p", {"seed": 2, "shard": 0, "settings": "{}"})
+
+
+def test_truncated_side_file_is_reported(tmp_path):
+    journal = Journal.open(tmp_path / "p", {"seed": 1})
+    journal.record(0, "stable", {"x": np.arange(1000)})
+    data = journal.data_path(0)
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(ResumeError, match="attempt_000000.npz: corrupt side file"):
+        Journal.open(tmp_path / "p", {"seed": 1}).load(0)
+    assert data.exists()
+
+
+def test_corrupt_side_file_is_reported_and_kept(tmp_path):
+    from conftest import TINY_EXPERT, TINY_GEN
+
+    out = tmp_path / "s.h5"
+    folder = partial_dir(out)
+    folder.mkdir()
+    (folder / "journal.jsonl").write_text("this is not json\n")
+    with pytest.raises(ResumeError, match=r"s.h5.partial/journal.jsonl: unreadable header; "
+                                          r"delete the folder"):
+        generate_shard(out, 2, seed=7, expert=TINY_EXPERT, gen=TINY_GEN, progress=False)
+    assert (folder / "journal.jsonl").read_text() == "this is not json\n"
+    assert not out.exists()
