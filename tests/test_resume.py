@@ -8,12 +8,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from helpers import file_contents
 
 from quadpipe.errors import ResumeError
-from quadpipe.generate import generate_shard, partial_dir
+from quadpipe.config import StabilityConfig
+from quadpipe.generate import generate_shard, journal_header, partial_dir
 from quadpipe.journal import Journal
 
 CONFIG = "generate: {min_moves: 2, max_moves: 4, threads: 2}\n"
@@ -78,17 +78,19 @@ def test_torn_journal_line_is_dropped(tmp_path):
     """A kill in the middle of appending a line leaves a torn tail: dropped, appends line up."""
     header = {"seed": 1, "shard": 0, "settings": "{}"}
     journal = Journal.open(tmp_path / "p", header)
-    journal.record(0, "tipped_over", None)
-    journal.record(1, "stable", {"x": np.arange(3)})
+    journal.record(0, "tipped_over")
+    journal.tmp_path(1).write_bytes(b"data of attempt 1")
+    journal.record(1, "stable")
     path = tmp_path / "p" / "journal.jsonl"
     with open(path, "ab") as f:
         f.write(b'{"attempt": 2, "rea')
     reopened = Journal.open(tmp_path / "p", header)
     assert reopened.outcomes == ["tipped_over", "stable"]
-    reopened.record(2, "stable", {"x": np.arange(4)})
+    reopened.tmp_path(2).write_bytes(b"data of attempt 2")
+    reopened.record(2, "stable")
     again = Journal.open(tmp_path / "p", header)
     assert again.outcomes == ["tipped_over", "stable", "stable"]
-    np.testing.assert_array_equal(again.load(2)["x"], np.arange(4))
+    assert again.data_path(2).read_bytes() == b"data of attempt 2"
 
 
 def test_journal_of_other_settings_is_refused(tmp_path):
@@ -97,14 +99,24 @@ def test_journal_of_other_settings_is_refused(tmp_path):
         Journal.open(tmp_path / "p", {"seed": 2, "shard": 0, "settings": "{}"})
 
 
-def test_truncated_side_file_is_reported(tmp_path):
-    journal = Journal.open(tmp_path / "p", {"seed": 1})
-    journal.record(0, "stable", {"x": np.arange(1000)})
-    data = journal.data_path(0)
-    data.write_bytes(data.read_bytes()[:100])
-    with pytest.raises(ResumeError, match="attempt_000000.npz: corrupt side file"):
-        Journal.open(tmp_path / "p", {"seed": 1}).load(0)
-    assert data.exists()
+def test_damaged_side_file_is_reported_and_kept(tmp_path):
+    """Resume finds a side file that was damaged after it was committed: a clear error, and
+    nothing is deleted, so the user decides."""
+    from conftest import TINY_EXPERT, TINY_GEN
+
+    out = tmp_path / "s.h5"
+    generate_shard(out, 2, seed=7, expert=TINY_EXPERT, gen=TINY_GEN, progress=False)
+    # Rebuild the journal of a run killed just before its final write, with damaged data.
+    out.unlink()
+    header = journal_header(7, 0, TINY_EXPERT, StabilityConfig(), TINY_GEN)
+    journal = Journal.open(partial_dir(out), header)
+    for attempt in range(2):
+        journal.tmp_path(attempt).write_bytes(b"not hdf5 at all")
+        journal.record(attempt, "stable")
+    with pytest.raises(ResumeError, match="attempt_000000.h5: corrupt side file"):
+        generate_shard(out, 2, seed=7, expert=TINY_EXPERT, gen=TINY_GEN, progress=False)
+    assert journal.data_path(0).read_bytes() == b"not hdf5 at all"
+    assert not out.exists()
 
 
 def test_corrupt_side_file_is_reported_and_kept(tmp_path):

@@ -142,23 +142,43 @@ def split_of(f: h5py.File, names: list[str], valid_fraction: float = 0.1, seed: 
     return assign_split(len(names), valid_fraction, seed)
 
 
-def write_file(path: str | Path, trajectories: list[Trajectory], root_attrs: Mapping[str, Any],
-               storage: Storage) -> None:
-    """Write a complete file atomically: a reader sees the old file, or the whole new one."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it to `path`.
+
+    A reader sees the old file or the whole new one, never a half-written file; a failure or a
+    kill leaves at most a hidden `.NAME.tmp-PID` file, which `stale_temporaries` finds.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            for key, value in root_attrs.items():
-                f.attrs[key] = value
-            for traj in trajectories:
-                write_trajectory(f, group_name(int(traj.attrs["trajectory_id"])), traj, storage)
+        yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """Temporary files of `atomic_path(path)` left by a killed writer."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.tmp-*"))
+
+
+def write_root_attrs(f: h5py.File, root_attrs: Mapping[str, Any]) -> None:
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION
+    for key, value in root_attrs.items():
+        f.attrs[key] = value
+
+
+def write_file(path: str | Path, trajectories: list[Trajectory], root_attrs: Mapping[str, Any],
+               storage: Storage) -> None:
+    """Write a complete file atomically from trajectories in memory."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        write_root_attrs(f, root_attrs)
+        for traj in trajectories:
+            write_trajectory(f, group_name(int(traj.attrs["trajectory_id"])), traj, storage)
 
 
 def _fsync(path: Path) -> None:

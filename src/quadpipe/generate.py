@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import h5py
 import mujoco
 import numpy as np
 
@@ -34,13 +35,13 @@ from quadpipe.stability import REASONS, STABLE, check_stability
 from quadpipe.state import STATE_DIM, states_from
 
 log = logging.getLogger(__name__)
+SIDE_GROUP = "trajectory"  # the one group in each side file
 
 
 @dataclasses.dataclass
 class Attempt:
     index: int
     commands: np.ndarray
-    rollout: Rollout | None = None
     reason: str = ""
 
 
@@ -61,12 +62,10 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
     """
     out = Path(out)
     _check_args(out, num, seed, shard, gen)
-    header = {"seed": seed, "shard": shard,
-              "settings": to_json(expert=expert, stability=stability, sampler=_sampler(gen)),
-              "format_version": dataset.FORMAT_VERSION}
+    header = journal_header(seed, shard, expert, stability, gen)
     if out.exists():
         return _existing(out, num, header)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # a write killed before its rename
+    for stale in dataset.stale_temporaries(out):  # a final write killed before its rename
         stale.unlink()
     journal = Journal.open(partial_dir(out), header)
     if journal.outcomes:
@@ -84,8 +83,6 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
         if bar is not None:
             bar.close()
     used = journal.outcomes[: accepted[-1] + 1]
-    trajectories = [_trajectory(i + 1, a, journal.load(a), expert, seed, shard)
-                    for i, a in enumerate(accepted)]
     counts = Counter(used)
     summary = {
         "num_trajectories": num,
@@ -103,10 +100,19 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
         **{f"rejected_{r}": counts.get(r, 0) for r in REASONS},
         "config_json": header["settings"],
     }
-    dataset.write_file(out, trajectories, summary, _storage(gen))
+    _assemble(out, journal, accepted, summary)
     journal.remove()
     log.info("wrote %s: %d trajectories from %d attempts", out, num, len(used))
     return summary
+
+
+def journal_header(seed: int, shard: int, expert: ExpertConfig, stability: StabilityConfig,
+                   gen: GenerateConfig) -> dict[str, Any]:
+    """Everything that determines a shard's content; a journal resumes only under the same."""
+    return {"seed": seed, "shard": shard,
+            "settings": to_json(expert=expert, stability=stability, sampler=_sampler(gen),
+                                storage=_storage(gen)),
+            "format_version": dataset.FORMAT_VERSION}
 
 
 def _existing(out: Path, num: int, header: dict[str, Any]) -> dict[str, Any]:
@@ -165,17 +171,22 @@ def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, 
     if len(accepted) == num:
         return accepted
     max_attempts = num * gen.max_attempts_factor
+    storage = _storage(gen)
     nthreads = resolve_threads(gen.threads)
     datas: dict[int, mujoco.MjData] = {}
 
     def run(attempt: Attempt) -> Attempt:
+        """Simulate and check one attempt; write a stable one's side file (compressed, final
+        format) here in the worker, so compression overlaps other threads' simulation."""
         key = threading.get_ident()
         if key not in datas:
             datas[key] = mujoco.MjData(model)
-        attempt.rollout = simulate_one(model, datas[key], initial,
-                                       references(attempt.commands, expert))
-        r = attempt.rollout
+        r = simulate_one(model, datas[key], initial, references(attempt.commands, expert))
         attempt.reason = check_stability(r.qpos, r.qvel, r.time, expert.dt, stability)
+        if attempt.reason == STABLE:
+            traj = _trajectory(attempt, r, expert, seed, shard)
+            with h5py.File(journal.tmp_path(attempt.index), "w") as f:
+                dataset.write_trajectory(f, SIDE_GROUP, traj, storage)
         return attempt
 
     next_index = len(journal.outcomes)
@@ -195,13 +206,9 @@ def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, 
                         f"only {len(accepted)} of {num} trajectories were stable after "
                         f"{max_attempts} attempts; check the expert and stability settings")
                 attempt = window.popleft().result()
-                arrays = None
                 if attempt.reason == STABLE:
-                    r = attempt.rollout
-                    arrays = {"commands": attempt.commands, "qpos": r.qpos[:-1],
-                              "qvel": r.qvel[:-1], "torque": r.torque}
                     accepted.append(attempt.index)
-                journal.record(attempt.index, attempt.reason, arrays)
+                journal.record(attempt.index, attempt.reason)
                 if bar is not None:
                     if attempt.reason == STABLE:
                         bar.update(1)
@@ -212,18 +219,37 @@ def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, 
     return accepted
 
 
-def _trajectory(tid: int, attempt: int, arrays: dict[str, np.ndarray], expert: ExpertConfig,
-                seed: int, shard: int) -> dataset.Trajectory:
-    qpos, qvel = arrays["qpos"], arrays["qvel"]
+def _trajectory(attempt: Attempt, r: Rollout, expert: ExpertConfig, seed: int, shard: int
+                ) -> dataset.Trajectory:
+    """The stored form of a stable rollout: T observed states (before each step), T torques."""
+    qpos, qvel = r.qpos[:-1], r.qvel[:-1]
     states = states_from(qpos, qvel)
     return dataset.Trajectory(
-        command_sequence=arrays["commands"], states=states, actions=arrays["torque"],
+        command_sequence=attempt.commands, states=states, actions=r.torque,
         qpos=qpos, qvel=qvel, initial_state=states[0], initial_qpos=qpos[0],
         initial_qvel=qvel[0],
-        attrs={"trajectory_id": tid, "is_stable": True, "stability_reason": STABLE,
-               "dt": expert.dt, "cmd_duration": expert.cmd_duration,
-               "num_timesteps": len(qpos), "state_dim": STATE_DIM, "attempt": attempt,
-               "shard": shard, "random_seed": seed})
+        attrs={"is_stable": True, "stability_reason": STABLE, "dt": expert.dt,
+               "cmd_duration": expert.cmd_duration, "num_timesteps": len(qpos),
+               "state_dim": STATE_DIM, "attempt": attempt.index, "shard": shard,
+               "random_seed": seed})
+
+
+def _assemble(out: Path, journal: Journal, accepted: list[int], summary: dict[str, Any]) -> None:
+    """Write the shard atomically by copying the accepted side files' groups as they are.
+
+    HDF5's object copy moves the compressed chunks without decoding them, so the shard costs
+    little more than the disk copy; ids are the order of acceptance, 1-based.
+    """
+    with dataset.atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as dst:
+        dataset.write_root_attrs(dst, summary)
+        for tid, attempt in enumerate(accepted, start=1):
+            name = dataset.group_name(tid)
+            try:
+                with h5py.File(journal.data_path(attempt), "r") as src:
+                    src.copy(src[SIDE_GROUP], dst, name=name)
+            except (OSError, KeyError) as exc:
+                raise journal.corrupt(attempt, str(exc)) from exc
+            dst[name].attrs["trajectory_id"] = tid
 
 
 def _progress_bar(num: int, progress: bool | None) -> Any:

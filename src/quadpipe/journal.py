@@ -1,10 +1,11 @@
-"""The resume journal of a shard: every attempt's outcome, and each accepted trajectory's data.
+"""The resume journal of a shard: every attempt's outcome, and each accepted trajectory's file.
 
 Lives in `<shard>.partial/` beside the shard. `journal.jsonl` starts with a header line (the
 settings that determine the data) and has one line per attempt, in attempt order:
-`{"attempt": i, "reason": r}`. An accepted attempt's arrays are written to `attempt_<i>.npz`
-(temp file, fsync, rename) *before* its line is appended and fsynced, so after a SIGKILL at any
-point the journal is a prefix of the attempt sequence whose accepted entries all have their data. A torn last line (killed
+`{"attempt": i, "reason": r}`. An accepted attempt's data is written (by the caller, to
+`tmp_path(i)`, in any order and thread) and moved to `data_path(i)` (fsync, rename) *before* its
+line is appended and fsynced, so after a SIGKILL at any point the journal is a prefix of the
+attempt sequence whose accepted entries all have their data. A torn last line (killed
 mid-append) is dropped on reopen; anything else that does not parse is corruption and is reported,
 never repaired silently.
 """
@@ -14,11 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from quadpipe.errors import ResumeError
 from quadpipe.stability import STABLE
@@ -81,33 +79,29 @@ class Journal:
                 os.fsync(f.fileno())
 
     def data_path(self, attempt: int) -> Path:
-        return self.folder / f"attempt_{attempt:06d}.npz"
+        return self.folder / f"attempt_{attempt:06d}.h5"
 
-    def record(self, attempt: int, reason: str, arrays: dict[str, np.ndarray] | None) -> None:
-        """Append attempt `attempt`'s outcome; `arrays` is the data of an accepted attempt."""
+    def tmp_path(self, attempt: int) -> Path:
+        """Where the caller writes an accepted attempt's data before `record` commits it."""
+        return self.folder / f"attempt_{attempt:06d}.h5.tmp"
+
+    def record(self, attempt: int, reason: str) -> None:
+        """Append attempt `attempt`'s outcome; for a stable one, commit its data file first."""
         assert attempt == len(self.outcomes), "attempts must be recorded in order"
         if reason == STABLE:
-            assert arrays is not None
-            target = self.data_path(attempt)
-            tmp = target.with_suffix(".tmp")
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
+            tmp = self.tmp_path(attempt)
+            with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
+            os.replace(tmp, self.data_path(attempt))
         with open(self.folder / JOURNAL, "ab") as f:
             f.write((json.dumps({"attempt": attempt, "reason": reason}) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
         self.outcomes.append(reason)
 
-    def load(self, attempt: int) -> dict[str, np.ndarray]:
-        path = self.data_path(attempt)
-        try:
-            with np.load(path) as npz:
-                return {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise ResumeError(f"{path}: corrupt side file ({exc}); {self._fix}") from exc
+    def corrupt(self, attempt: int, detail: str) -> ResumeError:
+        """The error for an accepted attempt's data file that cannot be read back."""
+        return ResumeError(f"{self.data_path(attempt)}: corrupt side file ({detail}); {self._fix}")
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""Simulation throughput, side by side on the same command sequences, in one run.
+
+1. raw: `mj_step` in MuJoCo's C loop (`mujoco.rollout`, one thread), the references precomputed;
+   the ceiling for one core.
+2. quadpipe generate, end to end: sampling, references, threaded rollouts, stability checks, the
+   resume journal and the compressed HDF5 write.
+3. naive: a per-step Python loop computing the PD and calling `mj_step`, as a straightforward port
+   of the original would.
+
+Prints steps/s for each and the ratios the project targets: end to end >= 0.85 x (raw x threads)
+and >= 2 x naive.
+
+    python benchmarks/generate.py [--num 12] [--threads 0] [--seed 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import mujoco
+import numpy as np
+
+from quadpipe import dataset
+from quadpipe.config import ExpertConfig, GenerateConfig
+from quadpipe.expert import references, standing_pose
+from quadpipe.generate import generate_shard
+from quadpipe.model import build_model, full_state, standing_qpos
+from quadpipe.rollout import resolve_threads, simulate_one
+
+
+def naive_loop(cfg: ExpertConfig, refs: np.ndarray, qpos0: np.ndarray) -> None:
+    model = build_model(cfg, pd="torque")
+    data = mujoco.MjData(model)
+    data.qpos[:] = qpos0
+    kp, kd = np.tile(cfg.kp, 4), np.tile(cfg.kd, 4)
+    lim = cfg.torque_limit
+    for ref in refs:
+        data.ctrl[:] = np.clip(kp * (ref - data.qpos[7:]) - kd * data.qvel[6:], -lim, lim)
+        mujoco.mj_step(model, data)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--num", type=int, default=12, help="trajectories")
+    ap.add_argument("--threads", type=int, default=0, help="0 = all cores")
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--naive-num", type=int, default=3, help="trajectories for the slow loop")
+    args = ap.parse_args()
+    cfg = ExpertConfig()
+    threads = resolve_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.h5"
+        t0 = time.perf_counter()
+        generate_shard(out, args.num, args.seed, expert=cfg,
+                       gen=GenerateConfig(threads=threads), progress=False)
+        t_e2e = time.perf_counter() - t0
+        with h5py.File(out) as f:
+            names = dataset.trajectory_names(f)
+            cmds = [f[n]["command_sequence"][()] for n in names]
+            attempts = int(f.attrs["total_attempts"])
+    refs = [references(c, cfg) for c in cmds]
+    steps = sum(len(r) for r in refs)
+    steps_attempted = steps  # all attempts are accepted with the default expert (checked below)
+    assert attempts == args.num, "benchmark assumes 100% acceptance"
+
+    model = build_model(cfg)
+    qpos0 = standing_qpos(model, *standing_pose())
+    init = full_state(model, qpos0)
+    data = mujoco.MjData(model)
+    t0 = time.perf_counter()
+    for r in refs:
+        simulate_one(model, data, init, r)
+    t_raw = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    naive_steps = 0
+    for r in refs[: args.naive_num]:
+        naive_loop(cfg, r, qpos0)
+        naive_steps += len(r)
+    t_naive = time.perf_counter() - t0
+
+    raw = steps / t_raw
+    e2e = steps_attempted / t_e2e
+    naive = naive_steps / t_naive
+    print(f"trajectories {args.num}, steps {steps}, threads {threads}")
+    print(f"raw mj_step (C loop, 1 thread)   {raw:10.0f} steps/s")
+    print(f"quadpipe generate (end to end)   {e2e:10.0f} steps/s   ({t_e2e:.1f} s)")
+    print(f"naive Python PD loop             {naive:10.0f} steps/s")
+    ratio = e2e / (raw * threads)
+    print(f"end to end / (raw x {threads} threads)     {ratio:6.2f}   (target >= 0.85)")
+    print(f"end to end / naive                 {e2e / naive:6.2f}   (target >= 2)")
+
+
+if __name__ == "__main__":
+    main()
