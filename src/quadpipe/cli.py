@@ -90,7 +90,7 @@ def _register_optional_verbs() -> None:
     """Verbs of the later stages live in their own modules; import them to register."""
     import importlib
 
-    for module in ("quadpipe.cli_stages",):
+    for module in ("quadpipe.cli_workflow", "quadpipe.cli_learn"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

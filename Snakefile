@@ -1,0 +1,29 @@
+# quadpipe: expert shards -> merged dataset -> statistics, replay -> trained policy -> evaluation
+# -> report.html. `snakemake --cores all` runs all of it; see README.md.
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/replay.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_results(),
+        REPORT,

@@ -1,0 +1,104 @@
+"""Benchmark: training samples/s on the CPU, and one closed-loop second vs the raw simulation.
+
+Usage: python benchmarks/train.py [--dataset FILE] [--json OUT]
+Without --dataset a small shard is generated in a temporary directory (~1 minute).
+Prints a table: training samples/s (batch 256, the default MLP), the wall time of one simulated
+second (1000 steps) for raw mj_step, the closed-loop policy (observation + MLP + mj_step), and the
+path-following expert (native chunks), and the policy's share of each closed-loop step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import torch
+
+from quadpipe.config import ExpertConfig, GenerateConfig
+from quadpipe.evaluate import EvalConfig, run_expert, run_policy, start_qpos
+from quadpipe.model import build_model
+from quadpipe.policy import Policy
+from quadpipe.samples import ObsConfig
+from quadpipe.train import TrainConfig, build_policy, load_arrays, prepare
+
+
+def training_rate(dataset: Path, work: Path, batches: int = 200) -> float:
+    """Samples/s of forward + backward + AdamW step on the CPU, batch 256, prepared arrays."""
+    cfg = TrainConfig(device="cpu")
+    meta = prepare(dataset, work / "samples", cfg.obs, cfg.sample_stride, progress=False)
+    x, y = load_arrays(work / "samples", "train")
+    policy = build_policy(cfg, meta)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(batches):
+        idx = np.sort(rng.integers(0, len(x), cfg.batch_size))
+        xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+        err = policy.forward_normalised(xb) - policy.normalise_output(yb)
+        loss = (err * err).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+        opt.step()
+    return batches * cfg.batch_size / (time.perf_counter() - start)
+
+
+def raw_second(expert: ExpertConfig, steps: int = 3000) -> float:
+    """Wall seconds per simulated second of bare mj_step on the torque model (standing torques)."""
+    model = build_model(expert, pd="torque")
+    data = mujoco.MjData(model)
+    data.qpos[:] = start_qpos(model)
+    start = time.perf_counter()
+    for _ in range(steps):
+        mujoco.mj_step(model, data)
+    return (time.perf_counter() - start) / (steps * expert.dt)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=Path)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    expert = ExpertConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        dataset = args.dataset
+        if dataset is None:
+            from quadpipe.generate import generate_shard
+
+            dataset = work / "bench.h5"
+            generate_shard(dataset, 6, seed=3, gen=GenerateConfig(min_moves=2, max_moves=3),
+                           progress=False)
+        rate = training_rate(dataset, work)
+    obs = ObsConfig()
+    policy = Policy(obs.dim, 12, TrainConfig().hidden)  # untrained: timing only, stops at a fall
+    cfg = EvalConfig(duration=2.0, video=False)
+    pol = run_policy(policy, obs, "straight", cfg, expert, stop_on_fall=False)
+    exp = run_expert("straight", cfg, expert)
+    raw = raw_second(expert)
+    per_policy = 1.0 / pol.steps_per_s * 1000.0
+    rows = {
+        "training_samples_per_s": rate,
+        "raw_mj_step_s_per_sim_s": raw,
+        "policy_closed_loop_s_per_sim_s": per_policy,
+        "expert_follower_s_per_sim_s": 1000.0 / exp.steps_per_s,
+        "policy_share_of_step": 1.0 - raw / per_policy,
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(f"training (CPU, batch 256):          {rate:10.0f} samples/s")
+    print(f"raw mj_step, 1 simulated s:         {raw * 1e3:10.1f} ms")
+    print(f"closed-loop policy, 1 simulated s:  {per_policy * 1e3:10.1f} ms "
+          f"(policy + observation {rows['policy_share_of_step']:.0%} of each step)")
+    expert_ms = rows["expert_follower_s_per_sim_s"] * 1e3
+    print(f"expert follower, 1 simulated s:     {expert_ms:10.1f} ms")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""CLI verbs of the learning stage: prepare, train, evaluate (thin shells over train/evaluate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from quadpipe.cli import load_config, verb
+
+
+def _train_config(path: str | None):
+    from quadpipe.config import from_mapping
+    from quadpipe.train import TrainConfig
+
+    return from_mapping(TrainConfig, load_config(path).get("train"), "train")
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="merged dataset (or a shard) HDF5 file")
+    p.add_argument("--out", required=True, help="directory for the float32 sample arrays")
+    p.add_argument("--config", help="YAML with a train section")
+
+
+@verb("prepare", _prepare_args)
+def _prepare(args: argparse.Namespace) -> None:
+    """Write the training samples as memory-mapped float32 arrays (train/valid split)."""
+    from quadpipe.train import prepare
+
+    cfg = _train_config(args.config)
+    meta = prepare(args.dataset, args.out, cfg.obs, cfg.sample_stride)
+    print(f"{args.out}: {meta['counts']['train']} train, {meta['counts']['valid']} valid samples")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="merged dataset (or a shard) HDF5 file")
+    p.add_argument("--out-dir", required=True, help="where best.pt, last.pt, history.csv go")
+    p.add_argument("--samples", help="prepared sample directory (default OUT_DIR/samples)")
+    p.add_argument("--config", help="YAML with a train section")
+
+
+@verb("train", _train_args)
+def _train(args: argparse.Namespace) -> None:
+    """Train the path-following policy by behaviour cloning."""
+    from quadpipe.train import train
+
+    summary = train(args.dataset, args.out_dir, _train_config(args.config), args.samples)
+    print(f"{args.out_dir}: best epoch {summary['best_epoch']}, valid loss "
+          f"{summary['best_valid_loss']:.4f}, {summary['samples_per_s']:.0f} samples/s")
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="policy checkpoint (best.pt)")
+    p.add_argument("--path", required=True, help="circle, figure8, straight or zigzag")
+    p.add_argument("--out", required=True, help="JSON of policy/expert/standing metrics")
+    p.add_argument("--plot", help="top-view PNG")
+    p.add_argument("--video", help="mp4 of the policy (skipped if eval.video is false)")
+    p.add_argument("--config", help="YAML with eval and expert sections")
+
+
+@verb("evaluate", _evaluate_args)
+def _evaluate(args: argparse.Namespace) -> None:
+    """Closed-loop evaluation of a policy against the expert and standing still."""
+    from quadpipe.config import ExpertConfig, from_mapping
+    from quadpipe.evaluate import EvalConfig, evaluate_path
+
+    cfg = load_config(args.config)
+    ev = from_mapping(EvalConfig, cfg.get("eval"), "eval")
+    expert = from_mapping(ExpertConfig, cfg.get("expert"), "expert")
+    r = evaluate_path(args.checkpoint, args.path, ev, expert, args.out, args.plot, args.video)
+    row = {k: {m: r[k][m] for m in ("mean_tracking_error_m", "fell")}
+           for k in ("policy", "expert", "standing")}
+    print(f"{args.path}: {json.dumps(row)}")

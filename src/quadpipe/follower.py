@@ -1,0 +1,117 @@
+"""The expert as a path follower: the CPG trot, turning knobs steered toward a look-ahead point.
+
+Every `chunk_steps` steps (25 ms) the robot is projected onto the path (arc length s, searched in a
+window around the last one so a figure8 crossing cannot make it jump), the look-ahead point
+path(s + lookahead) gives a heading error e, and the knob targets become a continuous turn command
+u = clip(e / heading_saturation, -1, 1) (+1 = the full "turn left" knobs of ExpertConfig, -1 = full
+right). When the robot is ahead of the moving target the amplitude scale of both sides is reduced
+(slower steps), so it can also wait for the target. The chunk then runs natively in MuJoCo
+(`mujoco.rollout`, the PD inside the model) from the current full state: no Python per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mujoco
+import numpy as np
+from mujoco import rollout as mj_rollout
+
+from quadpipe.config import ExpertConfig
+from quadpipe.expert import KNOBS_AT_REST, MODE_FORWARD, filter_knobs, joint_references
+from quadpipe.model import build_model, full_state
+from quadpipe.paths import path_xy
+from quadpipe.rollout import Rollout
+from quadpipe.state import yaw
+
+
+@dataclasses.dataclass(frozen=True)
+class FollowerConfig:
+    """Steering of the path-following expert."""
+
+    lookahead: float = 0.4  # m along the path ahead of the robot's projection
+    chunk_steps: int = 25  # steps simulated natively between steering updates
+    heading_saturation: float = 0.35  # rad of heading error for the full turn knobs
+    slow_distance: float = 0.3  # m ahead of the target at which the gait amplitude is halved
+    min_scale: float = 0.5  # smallest common amplitude scale (slowest walk)
+
+
+class Projector:
+    """Nearest arc length on a path, searched in a window after the previous one (monotone-ish)."""
+
+    def __init__(self, kind: str, radius: float, start_xy: np.ndarray, start_yaw: float,
+                 length: float, resolution: float = 0.005) -> None:
+        from quadpipe.paths import place
+
+        self.s = np.arange(0.0, length + resolution, resolution)
+        self.xy = place(path_xy(kind, self.s, radius), start_xy, start_yaw)
+        self.kind, self.radius = kind, radius
+        self.start_xy, self.start_yaw = np.asarray(start_xy)[:2], start_yaw
+        self.last = 0
+        self.res = resolution
+
+    def project(self, xy: np.ndarray, back: float = 0.3, ahead: float = 0.6) -> float:
+        lo = max(0, self.last - int(back / self.res))
+        hi = min(len(self.s), self.last + int(ahead / self.res) + 1)
+        d = np.sum((self.xy[lo:hi] - xy[:2]) ** 2, axis=1)
+        self.last = lo + int(np.argmin(d))
+        return float(self.s[self.last])
+
+    def point(self, s: float) -> np.ndarray:
+        from quadpipe.paths import place
+
+        return place(path_xy(self.kind, np.array([s]), self.radius), self.start_xy,
+                     self.start_yaw)[0]
+
+
+def knob_target(turn: float, scale: float, cfg: ExpertConfig) -> np.ndarray:
+    """(4,) knobs (scaleL, scaleR, hipBL, hipBR) for turn in [-1, 1] (+ left) and common scale."""
+    d = cfg.turn_scale_delta
+    return np.array([scale * (1.0 - d * turn), scale * (1.0 + d * turn),
+                     -cfg.turn_hip_bias[0] * turn, -cfg.turn_hip_bias[1] * turn])
+
+
+def follow_path(kind: str, num_steps: int, speed: float, radius: float, start_qpos: np.ndarray,
+                expert: ExpertConfig = ExpertConfig(), cfg: FollowerConfig = FollowerConfig(),
+                model: mujoco.MjModel | None = None) -> Rollout:
+    """Run the steered expert for num_steps from start_qpos; qpos (T+1, 19) like quadpipe.rollout.
+
+    The target moves along path `kind` (placed at the start position and heading) at `speed` m/s.
+    """
+    model = model or build_model(expert, pd="native")
+    data = mujoco.MjData(model)
+    start_yaw = float(yaw(start_qpos[3:7]))
+    length = speed * num_steps * expert.dt + 2.0 * cfg.lookahead + 1.0
+    proj = Projector(kind, radius, start_qpos[:2], start_yaw, length)
+    state = full_state(model, start_qpos)
+    nq, nv = model.nq, model.nv
+    qpos = [np.asarray(start_qpos, dtype=float)[None]]
+    qvel = [np.zeros((1, nv))]
+    torque = []
+    knobs = KNOBS_AT_REST.copy()
+    step = 0
+    while step < num_steps:
+        n = min(cfg.chunk_steps, num_steps - step)
+        q = qpos[-1][-1]
+        s = proj.project(q[:2])
+        look = proj.point(s + cfg.lookahead)
+        err = np.arctan2(look[1] - q[1], look[0] - q[0]) - yaw(q[3:7])
+        err = (err + np.pi) % (2.0 * np.pi) - np.pi
+        turn = float(np.clip(err / cfg.heading_saturation, -1.0, 1.0))
+        lead = s - speed * step * expert.dt
+        scale = float(np.clip(1.0 - 0.5 * lead / cfg.slow_distance, cfg.min_scale, 1.0))
+        targets = np.tile(knob_target(turn, scale, expert), (n, 1))
+        k = filter_knobs(targets, expert, start=knobs)
+        knobs = k[-1]
+        steps = np.arange(step + 1, step + n + 1)
+        ctrl = joint_references(steps, np.full(n, MODE_FORWARD, dtype=np.int8), k)
+        states, sensors = mj_rollout.rollout(model, data, state[None], ctrl[None],
+                                             initial_warmstart=np.zeros((1, nv)))
+        state = states[0, -1]
+        qpos.append(states[0, :, 1:1 + nq])
+        qvel.append(states[0, :, 1 + nq:1 + nq + nv])
+        torque.append(sensors[0])
+        step += n
+    qp = np.concatenate(qpos)
+    return Rollout(qpos=qp, qvel=np.concatenate(qvel), time=np.arange(len(qp)) * expert.dt,
+                   torque=np.concatenate(torque))

@@ -1,0 +1,70 @@
+"""Target paths of the evaluation, parameterised by arc length: the target moves at constant speed.
+
+Every path starts at the origin heading along +x (`path_xy(kind, s, radius)`, s in m); `target`
+places it at the robot's start position and heading and samples it in time. Shapes:
+
+- circle: a left-hand circle of `radius` (centre at +y).
+- figure8: a left circle then a right circle of `radius`, tangent at the start, repeating.
+- straight: along +x.
+- zigzag: legs of length `radius` at +-30 deg to +x (a 60 deg turn at each corner), centred on x.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quadpipe.errors import ConfigError
+from quadpipe.samples import rotate_xy
+
+KINDS = ("circle", "figure8", "straight", "zigzag")
+ZIGZAG_ANGLE = np.deg2rad(30.0)
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown path {kind!r}; choose one of {', '.join(KINDS)}")
+    return kind
+
+
+def path_xy(kind: str, s: np.ndarray, radius: float) -> np.ndarray:
+    """(N, 2) m points at arc lengths s (N,) m >= 0 of path `kind`, starting at 0 heading +x."""
+    check_kind(kind)
+    if radius <= 0:
+        raise ConfigError(f"eval.radius must be > 0, got {radius}")
+    s = np.asarray(s, dtype=np.float64)
+    r = radius
+    if kind == "circle":
+        a = s / r
+        return np.stack([r * np.sin(a), r * (1.0 - np.cos(a))], axis=-1)
+    if kind == "figure8":
+        lobe = 2.0 * np.pi * r
+        u = np.mod(s, 2.0 * lobe)
+        side = np.where(u < lobe, 1.0, -1.0)
+        a = np.mod(u, lobe) / r
+        return np.stack([r * np.sin(a), side * r * (1.0 - np.cos(a))], axis=-1)
+    if kind == "straight":
+        return np.stack([s, np.zeros_like(s)], axis=-1)
+    # zigzag: a triangle wave in arc length (slope +-1), the first leg half length so the path
+    # oscillates around the x axis; x advances cos(angle) and y sin(angle) times it.
+    leg = r
+    u = s + 0.5 * leg
+    n = np.floor(u / leg)
+    w = u - n * leg
+    tri = np.where(np.mod(n, 2) == 0, w - 0.5 * leg, 0.5 * leg - w)
+    x, y = np.cos(ZIGZAG_ANGLE) * s, np.sin(ZIGZAG_ANGLE) * tri
+    return np.stack([x, y], axis=-1)
+
+
+def place(xy: np.ndarray, start_xy: np.ndarray, start_yaw: float) -> np.ndarray:
+    """Rotate path points (N, 2) by start_yaw and move them to start_xy (world frame, m)."""
+    pts = np.concatenate([xy, np.zeros((len(xy), 1))], axis=1)
+    return rotate_xy(pts, np.full(len(xy), start_yaw))[:, :2] + np.asarray(start_xy)[:2]
+
+
+def target(kind: str, num_steps: int, dt: float, speed: float, radius: float,
+           start_xy: np.ndarray, start_yaw: float = 0.0) -> np.ndarray:
+    """(num_steps, 2) m target position at each step t (time t dt, arc length speed t dt)."""
+    if speed <= 0:
+        raise ConfigError(f"eval.speed must be > 0, got {speed}")
+    s = speed * dt * np.arange(num_steps)
+    return place(path_xy(kind, s, radius), start_xy, start_yaw)

@@ -1,0 +1,112 @@
+"""The policy network and its self-contained checkpoint.
+
+The original's architecture: an MLP (hidden [256, 256, 128]), each hidden layer Linear -> ReLU ->
+LayerNorm, a linear output. Input and output normalisation (mean/std of the training split) are
+buffers inside the module, so `policy(obs)` maps raw observations to torques in N m and a checkpoint
+holds everything needed to run it: weights, architecture, normalisation, observation settings and
+the training config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from quadpipe.errors import QuadpipeError
+from quadpipe.samples import ObsConfig
+
+CHECKPOINT_FORMAT = "quadpipe-policy-1"
+MIN_STD = 1e-6  # a constant input column (e.g. x, y in the heading frame) is left unscaled
+
+
+class CheckpointError(QuadpipeError):
+    """A checkpoint file is missing, unreadable or not a quadpipe policy."""
+
+
+class Policy(nn.Module):
+    """obs (B, in_dim) raw -> torques (B, out_dim) N m, normalisation included."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.LayerNorm(h)]
+            width = h
+        layers.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.in_dim, self.out_dim, self.hidden = in_dim, out_dim, tuple(hidden)
+        self.register_buffer("in_mean", torch.zeros(in_dim))
+        self.register_buffer("in_std", torch.ones(in_dim))
+        self.register_buffer("out_mean", torch.zeros(out_dim))
+        self.register_buffer("out_std", torch.ones(out_dim))
+
+    def set_normalisation(self, in_mean, in_std, out_mean, out_std) -> None:
+        """Set the (dim,) means and stds of the training split; tiny stds become 1."""
+        for name, value in (("in_mean", in_mean), ("in_std", in_std), ("out_mean", out_mean),
+                            ("out_std", out_std)):
+            t = torch.as_tensor(value, dtype=torch.float32)
+            if name.endswith("std"):
+                t = torch.where(t < MIN_STD, torch.ones_like(t), t)
+            getattr(self, name).copy_(t)
+
+    def normalise_input(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.in_mean) / self.in_std
+
+    def normalise_output(self, torque: torch.Tensor) -> torch.Tensor:
+        return (torque - self.out_mean) / self.out_std
+
+    def denormalise_output(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.out_std + self.out_mean
+
+    def forward_normalised(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalised prediction (what the training loss compares) from raw observations."""
+        return self.net(self.normalise_input(obs))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.denormalise_output(self.forward_normalised(obs))
+
+
+def save_checkpoint(path: str | Path, policy: Policy, obs: ObsConfig, train_config: Any,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write one self-contained checkpoint (atomic: a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "architecture": {"in_dim": policy.in_dim, "out_dim": policy.out_dim,
+                         "hidden": list(policy.hidden)},
+        "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+        "obs": dataclasses.asdict(obs),
+        "train_config": dataclasses.asdict(train_config)
+        if dataclasses.is_dataclass(train_config) else train_config,
+        **(extra or {}),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[Policy, ObsConfig, dict[str, Any]]:
+    """(policy in eval mode on the CPU, its ObsConfig, the whole checkpoint dict)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint; run `quadpipe train` first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc}); retrain it") \
+            from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a quadpipe policy checkpoint "
+                              f"(expected format {CHECKPOINT_FORMAT}); retrain it")
+    arch = ckpt["architecture"]
+    policy = Policy(arch["in_dim"], arch["out_dim"], tuple(arch["hidden"]))
+    policy.load_state_dict(ckpt["state_dict"])
+    policy.eval()
+    return policy, ObsConfig(**ckpt["obs"]), ckpt

@@ -1,0 +1,134 @@
+"""Replay a stored trajectory: re-simulate it from its commands and check it matches (the original's
+visualize step), and render a short video of it.
+
+The expert settings come from the file's own `config_json`, the start from `initial_qpos` /
+`initial_qvel`, so a replay needs nothing but the dataset. States are stored as float32 by default;
+the replay agrees with them to that precision, hence the tolerance.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadpipe import dataset
+from quadpipe.errors import QuadpipeError
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4  # largest |replayed - stored| accepted in qpos (m, rad) and qvel (m/s, rad/s)
+
+
+class ReplayError(QuadpipeError):
+    """A re-simulated trajectory does not reproduce the stored states."""
+
+
+def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE
+           ) -> tuple[dict[str, Any], np.ndarray]:
+    """Re-simulate trajectory `trajectory_id` of `path`; return (report, replayed qpos (T, 19)).
+
+    The report holds the largest absolute deviation of qpos and qvel from the stored ones and
+    `reproduced`: whether both are within `tolerance` (relative to 1 for values above 1).
+    """
+    import mujoco
+
+    from quadpipe.config import expert_from_json
+    from quadpipe.expert import references
+    from quadpipe.model import build_model, full_state
+    from quadpipe.rollout import simulate_one
+
+    name = dataset.group_name(trajectory_id)
+    with dataset.open_file(path) as f:
+        if name not in f:
+            names = dataset.trajectory_names(f)
+            raise QuadpipeError(f"{path} has no trajectory {trajectory_id} (it holds "
+                                f"{len(names)}: ids 1..{len(names)}); fix replay.trajectories")
+        traj = dataset.read_trajectory(f, name)
+        expert = expert_from_json(str(f.attrs["config_json"]))
+    model = build_model(expert)
+    initial = full_state(model, traj.initial_qpos, traj.initial_qvel)
+    rollout = simulate_one(model, mujoco.MjData(model), initial,
+                           references(traj.command_sequence, expert))
+    qpos, qvel = rollout.qpos[:-1], rollout.qvel[:-1]
+    err_q = _max_error(qpos, traj.qpos)
+    err_v = _max_error(qvel, traj.qvel)
+    report = {
+        "file": str(path),
+        "trajectory_id": trajectory_id,
+        "num_timesteps": len(qpos),
+        "duration_s": len(qpos) * expert.dt,
+        "max_qpos_error": err_q,
+        "max_qvel_error": err_v,
+        "tolerance": tolerance,
+        "reproduced": bool(err_q <= tolerance and err_v <= tolerance),
+        "final_position_m": [float(v) for v in qpos[-1, 0:3]],
+    }
+    return report, qpos
+
+
+def _max_error(replayed: np.ndarray, stored: np.ndarray) -> float:
+    """Largest deviation, absolute for |x| <= 1 and relative above (float32 storage rounding)."""
+    scale = np.maximum(1.0, np.abs(stored.astype(np.float64)))
+    return float(np.max(np.abs(replayed - stored) / scale))
+
+
+def replay_to_files(path: str | Path, trajectory_id: int, out_json: str | Path,
+                    video: str | Path | None = None, video_seconds: float = 8.0, fps: int = 30,
+                    tolerance: float = TOLERANCE) -> dict[str, Any]:
+    """Replay, write the report JSON and (optionally) an mp4 of the first `video_seconds`.
+
+    Raises ReplayError, after writing the JSON, when the replay does not reproduce the data.
+    """
+    report, qpos = replay(path, trajectory_id, tolerance)
+    if video is not None:
+        from quadpipe.config import expert_from_json
+        from quadpipe.model import build_model
+        from quadpipe.render import render_video
+
+        with dataset.open_file(path) as f:
+            expert = expert_from_json(str(f.attrs["config_json"]))
+        steps = min(len(qpos), max(1, int(round(video_seconds / expert.dt))))
+        render_video(build_model(expert), qpos[:steps], Path(video), expert.dt, fps=fps)
+        report["video"] = str(video)
+        report["video_seconds"] = steps * expert.dt
+    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_json).write_text(json.dumps(report, indent=2) + "\n")
+    log.info("replayed trajectory %d of %s: max qpos error %.2e, qvel %.2e", trajectory_id, path,
+             report["max_qpos_error"], report["max_qvel_error"])
+    if not report["reproduced"]:
+        raise ReplayError(
+            f"trajectory {trajectory_id} of {path} does not replay: max qpos error "
+            f"{report['max_qpos_error']:.3g}, qvel {report['max_qvel_error']:.3g} > {tolerance}; "
+            "the simulator or expert changed since the data was made, regenerate the shards")
+    return report
+
+
+def video_page(videos: Sequence[str | Path], out: str | Path, title: str,
+               labels: Sequence[str] | None = None) -> Path:
+    """A self-contained HTML page with one <video> per mp4, embedded as data URIs.
+
+    Self-contained because Snakemake's single-file report embeds each report item as one data URI
+    and cannot carry a folder of side files.
+    """
+    labels = list(labels) if labels is not None else [Path(v).stem for v in videos]
+    parts = []
+    for label, video in zip(labels, videos, strict=True):
+        data = base64.b64encode(Path(video).read_bytes()).decode("ascii")
+        parts.append(f"<figure><figcaption>{html.escape(label)}</figcaption>"
+                     f"<video controls loop muted width='320' src='data:video/mp4;base64,{data}'>"
+                     "</video></figure>")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif}}"
+        "figure{display:inline-block;margin:8px}</style></head><body>"
+        f"<h2>{html.escape(title)}</h2>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return out

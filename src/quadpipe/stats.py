@@ -1,0 +1,260 @@
+"""Dataset statistics (the original's analyze_dataset: pandas tables, plots) and the eval table.
+
+`trajectory_table` has one row per trajectory (what it did: duration, commands, distance, turning,
+height, peak torques); `summary_table` the dataset-wide figures (sizes, durations, acceptance,
+state/action mean and std per channel). `write_stats` writes both as CSV plus the plots of the
+report. `eval_table` gathers the evaluation JSONs of all path types into one table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quadpipe import dataset
+from quadpipe.commands import NAMES
+from quadpipe.state import ACTION_DIM, STATE_DIM, yaw
+
+LEGS = ("FR", "FL", "RR", "RL")
+JOINTS = ("hip", "thigh", "calf")
+JOINT_NAMES = tuple(f"{leg}_{joint}" for leg in LEGS for joint in JOINTS)
+# Names of the 36 state channels, in the layout of quadpipe.state.
+STATE_NAMES = (
+    "base_x", "base_y", "base_z", "rotvec_x", "rotvec_y", "rotvec_z",
+    "vel_x", "vel_y", "vel_z", "angvel_x", "angvel_y", "angvel_z",
+    *(f"{j}_{kind}" for j in JOINT_NAMES for kind in ("q", "qd")),
+)
+PATH_SAMPLE_S = 0.1  # s, resolution of the travelled-distance sum (ignores the gait's sway)
+PLOTS = ("paths", "commands", "durations", "torques")
+CONTROLLERS = ("policy", "expert", "standing")  # the rows of an evaluation JSON
+TABLES = ("trajectories.csv", "summary.csv", "trajectories.html", "summary.html")
+
+assert len(STATE_NAMES) == STATE_DIM and len(JOINT_NAMES) == ACTION_DIM
+
+
+def trajectory_table(path: str | Path) -> pd.DataFrame:
+    """One row per trajectory of a shard or merged dataset, indexed by trajectory_id.
+
+    Units: s, m, deg, m/s, N m. `distance_m` is the xy path length sampled every PATH_SAMPLE_S,
+    `yaw_change_deg` the net (unwrapped) change of heading, `peak_torque_<joint>` max |torque|.
+    """
+    rows = []
+    with dataset.open_file(path) as f:
+        names = dataset.trajectory_names(f)
+        splits = dataset.split_of(f, names)
+        for name, split in zip(names, splits, strict=True):
+            g = f[name]
+            rows.append(_trajectory_row(g, split))
+    return pd.DataFrame(rows).set_index("trajectory_id")
+
+
+def _trajectory_row(g: Any, split: str) -> dict[str, Any]:
+    a = g.attrs
+    dt = float(a["dt"])
+    qpos = g["qpos"][()].astype(np.float64)
+    actions = g["actions"][()]
+    cmds = g["command_sequence"][()]
+    n = len(qpos)
+    every = max(1, int(round(PATH_SAMPLE_S / dt)))
+    xy = qpos[::every, 0:2]
+    xy = np.vstack([xy, qpos[-1:, 0:2]])
+    heading = np.unwrap(yaw(qpos[:, 3:7]))
+    duration = n * dt
+    distance = float(np.sum(np.linalg.norm(np.diff(xy, axis=0), axis=1)))
+    row: dict[str, Any] = {
+        "trajectory_id": int(a["trajectory_id"]),
+        "split": split,
+        "source_shard": int(a.get("source_shard", a["shard"])),
+        "source_trajectory_id": int(a.get("source_trajectory_id", a["trajectory_id"])),
+        "num_timesteps": n,
+        "duration_s": duration,
+        "num_commands": len(cmds),
+        **{f"n_{NAMES[c].replace(' ', '_')}": int(np.sum(cmds == c)) for c in NAMES},
+        "distance_m": distance,
+        "displacement_m": float(np.linalg.norm(qpos[-1, 0:2] - qpos[0, 0:2])),
+        "yaw_change_deg": float(np.degrees(heading[-1] - heading[0])),
+        "mean_speed_mps": distance / duration,
+        "height_mean_m": float(qpos[:, 2].mean()),
+        "height_std_m": float(qpos[:, 2].std()),
+        **{f"peak_torque_{j}": float(v)
+           for j, v in zip(JOINT_NAMES, np.abs(actions).max(axis=0), strict=True)},
+    }
+    return row
+
+
+def summary_table(path: str | Path, trajectories: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Dataset-wide figures as rows (quantity, value, unit): the original analyze_dataset's."""
+    path = Path(path)
+    if trajectories is None:
+        trajectories = trajectory_table(path)
+    rows: list[tuple[str, float, str]] = []
+    with dataset.open_file(path) as f:
+        root = dict(f.attrs)
+        state_sum = np.zeros(STATE_DIM)
+        state_sq = np.zeros(STATE_DIM)
+        action_sum = np.zeros(ACTION_DIM)
+        action_sq = np.zeros(ACTION_DIM)
+        for name in dataset.trajectory_names(f):
+            s = f[name]["states"][()].astype(np.float64)
+            u = f[name]["actions"][()].astype(np.float64)
+            state_sum += s.sum(axis=0)
+            state_sq += np.square(s).sum(axis=0)
+            action_sum += u.sum(axis=0)
+            action_sq += np.square(u).sum(axis=0)
+    steps = int(trajectories["num_timesteps"].sum())
+    size = path.stat().st_size
+    d = trajectories["duration_s"]
+    c = trajectories["num_commands"]
+    rows += [
+        ("num_trajectories", len(trajectories), ""),
+        ("num_train", int((trajectories["split"] == dataset.TRAIN).sum()), ""),
+        ("num_valid", int((trajectories["split"] == dataset.VALID).sum()), ""),
+        ("total_timesteps", steps, "steps"),
+        ("total_duration", float(d.sum()), "s"),
+        ("duration_min", float(d.min()), "s"),
+        ("duration_mean", float(d.mean()), "s"),
+        ("duration_max", float(d.max()), "s"),
+        ("sequence_length_min", int(c.min()), "commands"),
+        ("sequence_length_mean", float(c.mean()), "commands"),
+        ("sequence_length_max", int(c.max()), "commands"),
+        ("distance_mean", float(trajectories["distance_m"].mean()), "m"),
+        ("file_size", size / 1e6, "MB"),
+        ("bytes_per_timestep", size / max(steps, 1), "B"),
+        ("acceptance_rate", float(root["acceptance_rate"]), ""),
+        ("total_attempts", int(root["total_attempts"]), ""),
+        ("rejected_count", int(root["rejected_count"]), ""),
+        *((key, int(root[key]), "") for key in dataset.REJECTION_ATTRS),
+        ("dt", float(root["dt"]), "s"),
+        ("cmd_duration", float(root["cmd_duration"]), "s"),
+    ]
+    rows += _channel_rows("state", STATE_NAMES, state_sum, state_sq, steps)
+    rows += _channel_rows("action", JOINT_NAMES, action_sum, action_sq, steps)
+    return pd.DataFrame(rows, columns=["quantity", "value", "unit"])
+
+
+def _channel_rows(kind: str, names: Sequence[str], total: np.ndarray, sq: np.ndarray,
+                  n: int) -> list[tuple[str, float, str]]:
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean**2, 0.0))
+    rows = []
+    for name, m, s in zip(names, mean, std, strict=True):
+        rows += [(f"{kind}_mean.{name}", float(m), ""), (f"{kind}_std.{name}", float(s), "")]
+    return rows
+
+
+def write_stats(path: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Write TABLES (CSV and HTML) and plots/<name>.png (PLOTS) into `out_dir`."""
+    out_dir = Path(out_dir)
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    traj = trajectory_table(path)
+    summary = summary_table(path, traj)
+    files = {name: out_dir / name for name in TABLES}
+    traj.to_csv(files["trajectories.csv"])
+    summary.to_csv(files["summary.csv"], index=False)
+    files["trajectories.html"].write_text(html_page(traj, "Trajectories of the dataset"))
+    files["summary.html"].write_text(html_page(summary, "Dataset summary", index=False))
+    files.update(write_plots(path, traj, out_dir / "plots"))
+    return files
+
+
+def write_plots(path: str | Path, traj: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """The report's dataset plots: top-view paths, command mix, durations, torque distributions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = {name: out_dir / f"{name}.png" for name in PLOTS}
+    with dataset.open_file(path) as f:
+        names = dataset.trajectory_names(f)
+        paths = [f[n]["qpos"][::50, 0:2] for n in names[:200]]
+        torques = np.concatenate([np.abs(f[n]["actions"][::10]) for n in names])
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for xy in paths:
+        ax.plot(xy[:, 0], xy[:, 1], lw=0.8, alpha=0.7)
+        ax.plot(xy[-1, 0], xy[-1, 1], "k.", ms=3)
+    ax.plot(0, 0, "r*", ms=10, label="start")
+    ax.set(xlabel="x (m)", ylabel="y (m)", title=f"Base paths, top view ({len(paths)} shown)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend()
+    _save(fig, files["paths"])
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    counts = [int(traj[f"n_{NAMES[c].replace(' ', '_')}"].sum()) for c in NAMES]
+    ax.bar([NAMES[c] for c in NAMES], counts, color="tab:blue")
+    ax.set(ylabel="commands", title="Command mix")
+    _save(fig, files["commands"])
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(traj["duration_s"], bins=min(30, max(5, len(traj) // 3)), color="tab:green")
+    ax.set(xlabel="duration (s)", ylabel="trajectories", title="Trajectory durations")
+    _save(fig, files["durations"])
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.boxplot([torques[:, j] for j in range(ACTION_DIM)], showfliers=False)
+    ax.set_xticks(range(1, ACTION_DIM + 1), JOINT_NAMES, rotation=60)
+    ax.set(ylabel="|torque| (N m)", title="Joint torque distribution (every 10th step)")
+    _save(fig, files["torques"])
+    return files
+
+
+def _save(fig: Any, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def eval_table(results: Mapping[str, str | Path] | Iterable[str | Path]) -> pd.DataFrame:
+    """One table of the evaluation JSONs (quadpipe.evaluate) of every path type.
+
+    `results` maps path type -> JSON file, or is a list of files named <path>.json. Each
+    controller (CONTROLLERS) found in a JSON gives a row (path, controller) of its metrics; the
+    JSON's top-level scalars (e.g. policy_to_expert_error_ratio) are repeated on its rows. A JSON
+    without controllers gives one row of its top-level scalars.
+    """
+    if not isinstance(results, Mapping):
+        results = {Path(p).stem: p for p in results}
+    rows = []
+    for path_type, file in results.items():
+        data = json.loads(Path(file).read_text())
+        shared = {k: v for k, v in data.items() if _scalar(v) and k != "path"}
+        found = [c for c in CONTROLLERS if isinstance(data.get(c), dict)]
+        if not found:
+            rows.append({"path": path_type, **shared})
+        for name in found:
+            metrics = {k: v for k, v in data[name].items() if _scalar(v)}
+            rows.append({"path": path_type, "controller": name, **metrics, **shared})
+    table = pd.DataFrame(rows)
+    return table.set_index([c for c in ("path", "controller") if c in table])
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def write_eval_table(results: Iterable[str | Path], html: str | Path, csv: str | Path) -> None:
+    """The eval table as CSV and as a standalone HTML page (a report item)."""
+    table = eval_table(results)
+    table.to_csv(csv)
+    Path(html).write_text(html_page(table, "Closed-loop evaluation per path type"))
+
+
+def html_page(table: pd.DataFrame, title: str, index: bool = True) -> str:
+    """A standalone HTML page showing `table`: how tables appear in the Snakemake report."""
+    body = table.to_html(float_format=lambda v: f"{v:.4g}", na_rep="", border=0, index=index,
+                         classes="quadpipe-table")
+    return ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+            f"<title>{escape(title)}</title><style>"
+            "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+            "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            f"th{{background:#eee}}</style></head><body><h2>{escape(title)}</h2>\n"
+            f"{body}\n</body></html>\n")

@@ -1,0 +1,349 @@
+"""Behaviour cloning of the expert: prepare float32 sample arrays, then train the MLP on them.
+
+`prepare` streams the dataset one trajectory at a time into memory-mapped .npy files (X, Y per
+split) and accumulates the normalisation statistics, so memory does not grow with the dataset.
+`train` reads batches from those files (the OS page cache does the buffering), optimises the
+original's recipe (AdamW, grad clip, lr x0.1 at the decay epoch, MSE on normalised torques), and
+writes best.pt (lowest validation loss), last.pt, history.csv and loss.png.
+
+The split is by trajectory and comes from the dataset (`dataset.split_of`): the original split by
+sample, which put the neighbours of every validation step in the training set.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from quadpipe import dataset
+from quadpipe.errors import ConfigError, DatasetError
+from quadpipe.policy import Policy, save_checkpoint
+from quadpipe.samples import ObsConfig, trajectory_phase, trajectory_samples
+from quadpipe.state import ACTION_DIM
+
+log = logging.getLogger(__name__)
+SPLITS = (dataset.TRAIN, dataset.VALID)
+PREPARE_VERSION = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The `train` section of config.yaml. Defaults fit the 20-minute pipeline on 2 CPU cores."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0  # max global gradient norm
+    lr_decay_epoch: int = 20  # 1-based epoch from which lr is x0.1; 0 = never
+    hidden: tuple[int, int, int] = (256, 256, 128)
+    horizon: int = 50  # steps to the last future waypoint
+    waypoint_every: int = 10  # steps between waypoints
+    sample_stride: int = 10  # use every k-th step of a trajectory as a sample
+    gait_clock: bool = False  # add sin/cos of the CPG phase to the observation
+    noise_q: float = 0.05  # rad, std of joint-angle noise with expert-relabelled torques; 0 = off
+    noise_qd: float = 0.5  # rad/s, std of joint-velocity noise (relabelled likewise)
+    path_frame: str = "heading"  # "heading" (robot-centred) or "world" (the original's inputs)
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        if self.noise_q < 0 or self.noise_qd < 0:
+            raise ConfigError("train.noise_q and train.noise_qd must be >= 0")
+        for key in ("epochs", "batch_size", "sample_stride"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def obs(self) -> ObsConfig:
+        return ObsConfig(self.horizon, self.waypoint_every, self.gait_clock, self.path_frame)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _fingerprint(path: Path, obs: ObsConfig, stride: int) -> dict[str, Any]:
+    st = path.stat()
+    return {"version": PREPARE_VERSION, "dataset": str(path.resolve()), "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "obs": dataclasses.asdict(obs), "stride": stride}
+
+
+def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, stride: int,
+            progress: bool | None = None) -> dict[str, Any]:
+    """Write {train,valid}_{X,Y}.npy (float32) and meta.json to `out_dir`; reuse if up to date.
+
+    Returns meta: sample counts per split and the training split's input/output mean and std.
+    """
+    path, out = Path(dataset_path), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_file = out / "meta.json"
+    fp = _fingerprint(path if path.exists() else _missing(path), obs, stride)
+    if meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        if meta.get("fingerprint") == fp:
+            return meta
+    with dataset.open_file(path) as f:
+        names = dataset.trajectory_names(f)
+        if not names:
+            raise DatasetError(f"{path}: holds no trajectories; generate some first")
+        splits = dataset.split_of(f, names)
+        if dataset.TRAIN not in splits:
+            raise DatasetError(f"{path}: no trajectory in the train split; use a dataset with "
+                               "at least 2 trajectories")
+        gains = _expert_gains(f, path)
+        counts = {s: 0 for s in SPLITS}
+        per_traj = []
+        for name in names:
+            n = int(f[name].attrs["num_timesteps"])
+            per_traj.append(len(range(0, max(n - obs.horizon, 0), stride)))
+        for k, s in zip(per_traj, splits, strict=True):
+            counts[s] += k
+        arrays = {(s, a): np.lib.format.open_memmap(
+            out / f"{s}_{a}.npy", mode="w+", dtype=np.float32,
+            shape=(counts[s], obs.dim if a == "X" else ACTION_DIM)) for s in SPLITS for a in "XY"}
+        sums = {a: np.zeros(obs.dim if a == "X" else ACTION_DIM) for a in "XY"}
+        sq = {a: np.zeros_like(sums[a]) for a in "XY"}
+        filled = {s: 0 for s in SPLITS}
+        for name, s in _progress(list(zip(names, splits, strict=True)), progress, "prepare"):
+            g = f[name]
+            qpos, qvel, actions = g["qpos"][()], g["qvel"][()], g["actions"][()]
+            phase = trajectory_phase(g["command_sequence"][()], len(qpos),
+                                     float(g.attrs["cmd_duration"]), float(g.attrs["dt"])) \
+                if obs.gait_clock else None
+            x, y = trajectory_samples(qpos, qvel, actions, obs, stride, phase)
+            a, b = filled[s], filled[s] + len(x)
+            arrays[(s, "X")][a:b], arrays[(s, "Y")][a:b] = x, y
+            filled[s] = b
+            if s == dataset.TRAIN:
+                for key, v in (("X", x), ("Y", y)):
+                    v64 = v.astype(np.float64)
+                    sums[key] += v64.sum(0)
+                    sq[key] += (v64 * v64).sum(0)
+        for arr in arrays.values():
+            arr.flush()
+        del arrays
+    n = counts[dataset.TRAIN]
+    stats = {}
+    for key in "XY":
+        mean = sums[key] / n
+        stats[f"{key}_mean"] = mean.tolist()
+        stats[f"{key}_std"] = np.sqrt(np.maximum(sq[key] / n - mean ** 2, 0.0)).tolist()
+    meta = {"fingerprint": fp, "counts": counts, "trajectories": {
+        s: splits.count(s) for s in SPLITS}, "expert": gains, **stats}
+    meta_file.write_text(json.dumps(meta))
+    return meta
+
+
+def _expert_gains(f, path: Path) -> dict[str, list[float] | float]:
+    """Kp, Kd (12,) and the torque limit of the expert that made the file (its config_json)."""
+    from quadpipe.config import expert_from_json
+
+    try:
+        exp = expert_from_json(f.attrs["config_json"])
+    except (KeyError, ValueError) as exc:
+        raise DatasetError(f"{path}: root attribute config_json is missing or unreadable ({exc}); "
+                           "regenerate the file with `quadpipe generate`") from exc
+    return {"kp": list(exp.kp) * 4, "kd": list(exp.kd) * 4, "torque_limit": exp.torque_limit}
+
+
+def _missing(path: Path) -> Path:
+    raise DatasetError(f"{path}: no such dataset; run `quadpipe generate`/`merge` first")
+
+
+def _progress(items, progress: bool | None, desc: str):
+    show = sys.stderr.isatty() if progress is None else progress
+    if not show:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="traj" if desc == "prepare" else "batch", leave=False)
+
+
+def load_arrays(sample_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Memory-mapped (X, Y) of one split written by `prepare`."""
+    d = Path(sample_dir)
+    return (np.load(d / f"{split}_X.npy", mmap_mode="r"),
+            np.load(d / f"{split}_Y.npy", mmap_mode="r"))
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batch i of an epoch = rows perm[i*B:(i+1)*B] (sorted, for sequential memmap reads)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, perm: np.ndarray) -> None:
+        self.x, self.y, self.batch, self.perm = x, y, batch, perm
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.perm) / self.batch)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.sort(self.perm[i * self.batch:(i + 1) * self.batch])
+        return torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx])
+
+
+def _valid_loss(policy: Policy, x: np.ndarray, y: np.ndarray, device: torch.device,
+                chunk: int = 16384) -> float:
+    if len(x) == 0:
+        return float("nan")
+    total = 0.0
+    policy.eval()
+    with torch.inference_mode():
+        for a in range(0, len(x), chunk):
+            xb = torch.from_numpy(np.array(x[a:a + chunk])).to(device)
+            yb = torch.from_numpy(np.array(y[a:a + chunk])).to(device)
+            err = policy.forward_normalised(xb) - policy.normalise_output(yb)
+            total += float((err * err).mean(dim=1).sum())
+    return total / len(x)
+
+
+class JointNoise:
+    """Perturb the joint angles/velocities of a batch and relabel the torques as the expert would.
+
+    The expert's torque is u = Kp (ref(t) - q) - Kd qd with a reference that does not depend on the
+    state (an open-loop CPG), so at a perturbed state (q + dq, qd + dqd) it is exactly
+    u - Kp dq - Kd dqd (then clamped). Training on these pairs teaches the policy the expert's
+    feedback around the demonstrated states, which plain behaviour cloning never sees: without it
+    the closed loop drifts off the demonstrations and falls within ~1 s (docs/training.md).
+    """
+
+    def __init__(self, cfg: TrainConfig, gains: dict[str, Any], device: torch.device) -> None:
+        self.q_cols = torch.arange(12, 36, 2, device=device)
+        self.qd_cols = self.q_cols + 1
+        self.kp = torch.tensor(gains["kp"], dtype=torch.float32, device=device)
+        self.kd = torch.tensor(gains["kd"], dtype=torch.float32, device=device)
+        self.limit = float(gains["torque_limit"])
+        self.sq, self.sqd = cfg.noise_q, cfg.noise_qd
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (len(x), 12)
+        dq = torch.randn(shape, generator=self.gen, device=x.device) * self.sq
+        dqd = torch.randn(shape, generator=self.gen, device=x.device) * self.sqd
+        x = x.clone()
+        x[:, self.q_cols] += dq
+        x[:, self.qd_cols] += dqd
+        y = torch.clamp(y - self.kp * dq - self.kd * dqd, -self.limit, self.limit)
+        return x, y
+
+
+def build_policy(cfg: TrainConfig, meta: dict[str, Any]) -> Policy:
+    torch.manual_seed(cfg.seed)
+    policy = Policy(cfg.obs.dim, ACTION_DIM, tuple(cfg.hidden))
+    policy.set_normalisation(meta["X_mean"], meta["X_std"], meta["Y_mean"], meta["Y_std"])
+    return policy
+
+
+def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
+          sample_dir: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Train a policy; write best.pt, last.pt, history.csv, loss.png to `out_dir`.
+
+    `sample_dir` holds the prepared arrays (default `out_dir/samples`; prepared if missing or
+    stale). Returns a summary: best epoch and validation loss, samples/s, file paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sdir = Path(sample_dir) if sample_dir is not None else out / "samples"
+    meta = prepare(dataset_path, sdir, cfg.obs, cfg.sample_stride, progress)
+    xt, yt = load_arrays(sdir, dataset.TRAIN)
+    xv, yv = load_arrays(sdir, dataset.VALID)
+    device = resolve_device(cfg.device)
+    policy = build_policy(cfg, meta).to(device)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    noise = JointNoise(cfg, meta["expert"], device) if cfg.noise_q or cfg.noise_qd else None
+    history: list[dict[str, float]] = []
+    best = (math.inf, 0)
+    log.info("training on %d samples (%d valid), device %s", len(xt), len(xv), device)
+    for epoch in range(1, cfg.epochs + 1):
+        lr = cfg.lr * (0.1 if 0 < cfg.lr_decay_epoch <= epoch else 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loader = torch.utils.data.DataLoader(
+            _Batches(xt, yt, cfg.batch_size, rng.permutation(len(xt))), batch_size=None,
+            shuffle=False, num_workers=cfg.num_workers)
+        policy.train()
+        start, total, seen = time.perf_counter(), 0.0, 0
+        bar = _progress(loader, progress, f"epoch {epoch}/{cfg.epochs}")
+        for xb, yb in bar:
+            xb, yb = xb.to(device), yb.to(device)
+            if noise is not None:
+                xb, yb = noise(xb, yb)
+            err = policy.forward_normalised(xb) - policy.normalise_output(yb)
+            loss = (err * err).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+            opt.step()
+            total += float(loss.detach()) * len(xb)
+            seen += len(xb)
+        seconds = time.perf_counter() - start
+        vloss = _valid_loss(policy, xv, yv, device)
+        row = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1), "valid_loss": vloss,
+               "seconds": seconds, "samples_per_s": seen / seconds}
+        history.append(row)
+        log.info("epoch %d: train %.4f valid %.4f (%.0f samples/s)", epoch, row["train_loss"],
+                 vloss, row["samples_per_s"])
+        score = vloss if not math.isnan(vloss) else row["train_loss"]
+        extra = {"epoch": epoch, "valid_loss": vloss, "train_loss": row["train_loss"],
+                 "dataset": str(dataset_path)}
+        if score < best[0]:
+            best = (score, epoch)
+            save_checkpoint(out / "best.pt", policy.cpu(), cfg.obs, cfg, extra)
+            policy.to(device)
+        _write_history(out / "history.csv", history)
+    save_checkpoint(out / "last.pt", policy.cpu(), cfg.obs, cfg, extra)
+    plot_history(history, out / "loss.png")
+    return {"best_epoch": best[1], "best_valid_loss": best[0], "history": history,
+            "train_samples": len(xt), "valid_samples": len(xv),
+            "samples_per_s": float(np.median([h["samples_per_s"] for h in history]))}
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+
+
+def plot_history(history: list[dict[str, float]], out: Path) -> Path:
+    """Training and validation loss (normalised MSE, log scale) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(ep, [h["train_loss"] for h in history], label="train")
+    ax.plot(ep, [h["valid_loss"] for h in history], label="valid")
+    ax.set(xlabel="epoch", ylabel="MSE (normalised torques)", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

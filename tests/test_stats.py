@@ -1,0 +1,97 @@
+"""Dataset statistics and the evaluation table."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from quadpipe import dataset
+from quadpipe.cli import main
+from quadpipe.stats import (
+    JOINT_NAMES,
+    PLOTS,
+    STATE_NAMES,
+    TABLES,
+    eval_table,
+    summary_table,
+    trajectory_table,
+    write_eval_table,
+)
+
+
+def test_trajectory_table_has_one_row_per_trajectory_with_its_figures(tiny_shard):
+    table = trajectory_table(tiny_shard)
+    assert list(table.index) == list(range(1, 7))
+    with h5py.File(tiny_shard) as f:
+        g = f["trajectory_00003"]
+        n = int(g.attrs["num_timesteps"])
+        cmds = g["command_sequence"][()]
+        peak = np.abs(g["actions"][()]).max(axis=0)
+        z = g["qpos"][:, 2].astype(float)
+    row = table.loc[3]
+    assert row["num_timesteps"] == n
+    assert row["duration_s"] == pytest.approx(n * 0.001)
+    assert row["num_commands"] == len(cmds)
+    assert row["n_stand"] == int(np.sum(cmds == 5))
+    assert row[[f"n_{k}" for k in ("forward", "backward", "turn_right", "turn_left",
+                                   "stand")]].sum() == len(cmds)
+    assert row["height_mean_m"] == pytest.approx(z.mean())
+    np.testing.assert_allclose(row[[f"peak_torque_{j}" for j in JOINT_NAMES]].astype(float), peak)
+    assert row["distance_m"] >= row["displacement_m"] > 0
+    assert row["mean_speed_mps"] == pytest.approx(row["distance_m"] / row["duration_s"])
+
+
+def test_summary_table_gives_the_original_figures(tiny_shard):
+    table = summary_table(tiny_shard).set_index("quantity")["value"]
+    assert table["num_trajectories"] == 6
+    assert table["num_train"] + table["num_valid"] == 6
+    assert table["acceptance_rate"] == 1.0
+    assert table["file_size"] == pytest.approx(tiny_shard.stat().st_size / 1e6)
+    with h5py.File(tiny_shard) as f:
+        states = np.concatenate([f[n]["states"][()] for n in dataset.trajectory_names(f)])
+    for i in (2, 14):
+        name = STATE_NAMES[i]
+        assert table[f"state_mean.{name}"] == pytest.approx(states[:, i].mean(), rel=1e-5)
+        assert table[f"state_std.{name}"] == pytest.approx(states[:, i].std(), rel=1e-4)
+    assert f"action_std.{JOINT_NAMES[-1]}" in table
+
+
+def test_cli_stats_writes_tables_and_plots(tiny_shard, tmp_path):
+    assert main(["stats", str(tiny_shard), "--out-dir", str(tmp_path)]) == 0
+    for name in TABLES:
+        assert (tmp_path / name).stat().st_size > 0
+    for name in PLOTS:
+        assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(pd.read_csv(tmp_path / "trajectories.csv")) == 6
+    assert "<table" in (tmp_path / "summary.html").read_text()
+
+
+def _eval_json(path, **scores):
+    path.write_text(json.dumps({"path": path.stem, "duration": 2.0, "eval_config": {"x": 1},
+                                **{c: {"mean_error_m": v, "fell": False}
+                                   for c, v in scores.items()}}))
+    return path
+
+
+def test_eval_table_has_a_row_per_path_and_controller(tmp_path):
+    files = [_eval_json(tmp_path / "circle.json", policy=0.1, expert=0.2, standing=1.0),
+             _eval_json(tmp_path / "straight.json", policy=0.3, expert=0.4, standing=2.0)]
+    table = eval_table(files)
+    assert table.loc[("straight", "expert"), "mean_error_m"] == 0.4
+    assert table.loc[("circle", "standing"), "duration"] == 2.0
+    assert len(table) == 6
+    assert "eval_config.x" not in table and "x" not in table
+    write_eval_table(files, tmp_path / "index.html", tmp_path / "table.csv")
+    html = (tmp_path / "index.html").read_text()
+    assert "<table" in html and "circle" in html and "standing" in html
+    assert len(pd.read_csv(tmp_path / "table.csv")) == 6
+
+
+def test_eval_table_of_flat_results(tmp_path):
+    (tmp_path / "zigzag.json").write_text(json.dumps({"mean_error_m": 0.5, "fell": True}))
+    table = eval_table([tmp_path / "zigzag.json"])
+    assert table.loc["zigzag", "mean_error_m"] == 0.5

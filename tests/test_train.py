@@ -1,0 +1,150 @@
+"""Training on a tiny real dataset: the loss falls, checkpoints reload exactly, sane features."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from quadpipe import dataset
+from quadpipe.cli import main
+from quadpipe.errors import QuadpipeError
+from quadpipe.policy import Policy, load_checkpoint, save_checkpoint
+from quadpipe.samples import ObsConfig, _quat_mul, observe, rotate_xy
+from quadpipe.train import TrainConfig, load_arrays, prepare, train
+
+TINY_TRAIN = TrainConfig(epochs=4, lr_decay_epoch=4, sample_stride=5, hidden=(64, 64, 32),
+                         batch_size=64, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_shard, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    return out, train(tiny_shard, out, TINY_TRAIN, progress=False)
+
+
+def test_loss_decreases_and_outputs_written(trained) -> None:
+    out, summary = trained
+    hist = summary["history"]
+    assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
+    assert np.isfinite(summary["best_valid_loss"])
+    for name in ("best.pt", "last.pt", "history.csv", "loss.png"):
+        assert (out / name).stat().st_size > 0
+    with (out / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["lr"]) == pytest.approx(1e-4)  # x0.1 from lr_decay_epoch
+
+
+def test_checkpoint_is_self_contained(trained, tiny_shard) -> None:
+    out, _ = trained
+    policy, obs, ckpt = load_checkpoint(out / "last.pt")
+    assert obs == TINY_TRAIN.obs and tuple(ckpt["train_config"]["hidden"]) == (64, 64, 32)
+    x, _ = load_arrays(out / "samples", dataset.VALID)
+    xb = torch.from_numpy(np.array(x[:50]))
+    save_checkpoint(out / "again.pt", policy, obs, TINY_TRAIN)
+    again, _, _ = load_checkpoint(out / "again.pt")
+    with torch.inference_mode():
+        assert torch.equal(policy(xb), again(xb))
+
+
+def test_same_seed_same_model(tiny_shard, tmp_path) -> None:
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
+    train(tiny_shard, tmp_path / "a", cfg, sample_dir=tmp_path / "s", progress=False)
+    train(tiny_shard, tmp_path / "b", cfg, sample_dir=tmp_path / "s", progress=False)
+    a, _, _ = load_checkpoint(tmp_path / "a" / "last.pt")
+    b, _, _ = load_checkpoint(tmp_path / "b" / "last.pt")
+    for (_, ta), (_, tb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(ta, tb)
+
+
+def test_normalisation_round_trips(trained, tiny_shard) -> None:
+    out, _ = trained
+    meta = prepare(tiny_shard, out / "samples", TINY_TRAIN.obs, TINY_TRAIN.sample_stride)
+    x, y = load_arrays(out / "samples", dataset.TRAIN)
+    np.testing.assert_allclose(meta["X_mean"], x.mean(0, dtype=np.float64), atol=1e-4)
+    np.testing.assert_allclose(meta["Y_std"], y.std(0, dtype=np.float64), rtol=1e-3)
+    policy = Policy(x.shape[1], 12, (16, 16, 8))
+    policy.set_normalisation(meta["X_mean"], meta["X_std"], meta["Y_mean"], meta["Y_std"])
+    yt = torch.from_numpy(np.array(y[:100]))
+    z = policy.normalise_output(yt)
+    assert torch.allclose(policy.denormalise_output(z), yt, atol=1e-4)
+    assert abs(float(z.mean())) < 1.0
+    zx = policy.normalise_input(torch.from_numpy(np.array(x)))
+    keep = np.asarray(meta["X_std"]) > 1e-6  # constant columns (x, y in heading frame) stay 0
+    assert torch.allclose(zx.std(0)[keep], torch.ones(int(keep.sum())), atol=1e-2)
+
+
+def test_split_is_by_trajectory(trained, tiny_shard) -> None:
+    out, summary = trained
+    with dataset.open_file(tiny_shard) as f:
+        names = dataset.trajectory_names(f)
+        splits = dataset.split_of(f, names)
+        lengths = [int(f[n].attrs["num_timesteps"]) for n in names]
+    expected = sum(len(range(0, n - 50, 5)) for n, s in zip(lengths, splits, strict=True)
+                   if s == "valid")
+    assert summary["valid_samples"] == expected > 0
+
+
+def test_heading_frame_is_invariant_to_where_and_which_way(tiny_shard) -> None:
+    """The same motion rotated and moved in the world gives the same heading-frame observation."""
+    with dataset.open_file(tiny_shard) as f:
+        g = f[dataset.trajectory_names(f)[0]]
+        qpos, qvel = g["qpos"][()].astype(float), g["qvel"][()].astype(float)
+    obs = ObsConfig()
+    t = np.arange(0, 300, 37)
+    fut = qpos[t[:, None] + obs.offsets, :3]
+    a = observe(qpos[t], qvel[t], fut, obs)
+    ang, shift = 1.1, np.array([3.0, -2.0, 0.0])
+    q2, v2 = qpos.copy(), qvel.copy()
+    q2[:, :3] = rotate_xy(qpos[:, :3], np.full(len(q2), ang)) + shift
+    half = np.array([np.cos(ang / 2), 0, 0, np.sin(ang / 2)])
+    q2[:, 3:7] = _quat_mul(np.broadcast_to(half, (len(q2), 4)), qpos[:, 3:7])
+    v2[:, :3] = rotate_xy(qvel[:, :3], np.full(len(v2), ang))
+    b = observe(q2[t], v2[t], q2[t[:, None] + obs.offsets, :3], obs)
+    np.testing.assert_allclose(a, b, atol=1e-6)  # float32 quaternions in the file
+
+
+def test_cli_train_and_bad_config(tiny_shard, tmp_path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("train:\n  epochs: 1\n  sample_stride: 20\n  hidden: [32, 32, 16]\n")
+    assert main(["train", "--dataset", str(tiny_shard), "--out-dir", str(tmp_path / "t"),
+                 "--config", str(cfg)]) == 0
+    assert (tmp_path / "t" / "best.pt").exists()
+    cfg.write_text("train:\n  epoch: 1\n")
+    assert main(["train", "--dataset", str(tiny_shard), "--out-dir", str(tmp_path / "u"),
+                 "--config", str(cfg)]) == 2
+    with pytest.raises(QuadpipeError, match="no such dataset"):
+        train(tmp_path / "missing.h5", tmp_path / "v", TINY_TRAIN)
+
+
+def test_joint_noise_relabels_like_the_expert(tiny_shard) -> None:
+    """A perturbed sample's label is the expert PD torque at the perturbed joint state."""
+    import dataclasses
+
+    from quadpipe.config import expert_from_json
+    from quadpipe.expert import references
+    from quadpipe.train import JointNoise
+
+    with dataset.open_file(tiny_shard) as f:
+        exp = expert_from_json(f.attrs["config_json"])
+        g = f[dataset.trajectory_names(f)[0]]
+        qpos, qvel = g["qpos"][()].astype(float), g["qvel"][()].astype(float)
+        refs = references(g["command_sequence"][()], exp)
+    obs = ObsConfig()
+    t = np.arange(100, 300, 10)
+    x = observe(qpos[t], qvel[t], qpos[t[:, None] + obs.offsets, :3], obs)
+    kp, kd = np.tile(exp.kp, 4), np.tile(exp.kd, 4)
+    y = np.clip(kp * (refs[t] - qpos[t, 7:]) - kd * qvel[t, 6:], -33.5, 33.5)
+    gains = {"kp": kp.tolist(), "kd": kd.tolist(), "torque_limit": exp.torque_limit}
+    cfg = dataclasses.replace(TINY_TRAIN, noise_q=0.05, noise_qd=0.5)
+    xn, yn = JointNoise(cfg, gains, torch.device("cpu"))(torch.tensor(x), torch.tensor(y))
+    xn, yn = xn.numpy(), yn.numpy()
+    q, qd = xn[:, 12:36:2], xn[:, 13:36:2]
+    assert np.abs(q - qpos[t, 7:]).max() > 0.01  # really perturbed
+    expected = np.clip(kp * (refs[t] - q) - kd * qd, -33.5, 33.5)
+    np.testing.assert_allclose(yn, expected, atol=1e-6)

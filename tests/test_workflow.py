@@ -1,0 +1,281 @@
+"""The Snakemake workflow: the small DAG runs, reruns only what changed, and its report opens.
+
+One real run of the test config (tests/config/config.yaml) per session, in a temporary working
+directory (`--directory`) with the repository's own Snakefile; the dry runs then ask Snakemake
+which jobs a config change would plan, and compare the exact set.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+TEST_CONFIG = ROOT / "tests" / "config" / "config.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+# Jobs downstream of the merged dataset, and of the checkpoint (report and `all` close every run).
+AFTER_TRAIN = {"evaluate", "eval_table", "eval_videos", "report", "all"}
+AFTER_MERGE = {"stats", "replay", "replay_videos", "train"} | AFTER_TRAIN
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory in which the small DAG has run to the end (report included)."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--cores", "all")
+    return workdir
+
+
+def planned(workdir: Path, change: dict | None = None) -> dict[str, list[str]]:
+    """rule -> outputs of the jobs a dry run plans with the test config plus `change`."""
+    configs = [str(TEST_CONFIG)]
+    if change:
+        extra = workdir / "change.yaml"
+        extra.write_text(yaml.safe_dump(change))
+        configs.append(str(extra))
+    out = snakemake(workdir, "--dry-run", "--configfile", *configs).stdout
+    return parse_dry_run(out)
+
+
+def parse_dry_run(text: str) -> dict[str, list[str]]:
+    """The job blocks of `snakemake --dry-run` output: rule -> first output of each job."""
+    jobs: dict[str, list[str]] = {}
+    rule = None
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            rule = m.group(1)
+            jobs.setdefault(rule, []).append("")
+        elif rule and line.strip().startswith("output:"):
+            jobs[rule][-1] = line.split(":", 1)[1].strip().split(", ")[0]
+        elif not line.startswith(" "):
+            rule = None
+    return jobs
+
+
+@pytest.mark.slow
+def test_small_dag_produces_every_result(finished):
+    for rel in ("results/dataset/dataset.h5", "results/dataset/summary.h5",
+                "results/stats/trajectories.csv", "results/stats/summary.csv",
+                "results/replay/trajectory_00001.json", "results/replay/trajectory_00001.mp4",
+                "results/train/best.pt", "results/train/loss.png", "results/eval/circle.json",
+                "results/eval/straight.png", "results/eval/index.html", "report.html"):
+        assert (finished / rel).stat().st_size > 0, rel
+    replayed = json.loads((finished / "results/replay/trajectory_00004.json").read_text())
+    assert replayed["reproduced"]
+    assert sorted(p.name for p in (finished / "results/shards").glob("*.h5")) == [
+        "shard_0.h5", "shard_1.h5"]
+
+
+@pytest.mark.slow
+def test_nothing_to_do_after_a_finished_run(finished):
+    assert planned(finished) == {}
+
+
+@pytest.mark.slow
+def test_a_training_parameter_reruns_train_eval_and_report_only(finished):
+    jobs = planned(finished, {"train": {"epochs": 3}})
+    assert set(jobs) == {"train"} | AFTER_TRAIN
+    assert len(jobs["evaluate"]) == 2
+
+
+@pytest.mark.slow
+def test_an_eval_parameter_reruns_eval_and_report_only(finished):
+    assert set(planned(finished, {"eval": {"speed": 0.3}})) == AFTER_TRAIN
+
+
+@pytest.mark.slow
+def test_more_shards_generate_only_the_new_one_and_remerge(finished):
+    jobs = planned(finished, {"dataset": {"shards": 3}})
+    assert jobs["generate_shard"] == ["results/shards/shard_2.h5"]
+    assert set(jobs) == {"generate_shard", "merge"} | AFTER_MERGE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", [{"generate": {"max_moves": 3}},
+                                    {"expert": {"kp": [90, 80, 60]}},
+                                    {"stability": {"min_up_z": 0.6}}])
+def test_a_generation_parameter_regenerates_every_shard(finished, change):
+    jobs = planned(finished, change)
+    assert sorted(jobs["generate_shard"]) == ["results/shards/shard_0.h5",
+                                              "results/shards/shard_1.h5"]
+    assert set(jobs) == {"generate_shard", "merge"} | AFTER_MERGE
+
+
+@pytest.mark.slow
+def test_thread_count_regenerates_nothing(finished):
+    jobs = planned(finished, {"generate": {"threads": 1}})
+    assert not {"generate_shard", "merge", "train"} & set(jobs)
+
+
+@pytest.mark.slow
+def test_the_split_reruns_merge_and_what_reads_the_dataset(finished):
+    jobs = planned(finished, {"dataset": {"valid_fraction": 0.5}})
+    assert set(jobs) == {"merge"} | AFTER_MERGE
+
+
+def test_a_misspelt_key_fails_at_parse_time_naming_it(tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"train": {"epoch": 3}}))
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(TEST_CONFIG),
+                     str(tmp_path / "bad.yaml"), check=False)
+    assert proc.returncode != 0
+    assert "epoch" in proc.stdout + proc.stderr
+    assert "Additional properties are not allowed" in proc.stdout + proc.stderr
+
+
+def test_a_wrong_type_fails_at_parse_time_naming_the_key(tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"dataset": {"shards": "four"}}))
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(TEST_CONFIG),
+                     str(tmp_path / "bad.yaml"), check=False)
+    assert proc.returncode != 0
+    assert "'four' is not of type 'integer'" in proc.stdout + proc.stderr
+    assert "shards" in proc.stdout + proc.stderr
+
+
+def test_the_schema_defaults_every_key_of_config_yaml():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    for section, values in config.items():
+        spec = schema["properties"][section]
+        assert spec["additionalProperties"] is False and "description" in spec
+        for key, value in values.items():
+            prop = spec["properties"][key]
+            assert {"type", "description", "default"} <= set(prop), f"{section}.{key}"
+            assert prop["default"] == value, f"config.yaml {section}.{key} is not the default"
+        assert set(spec["properties"]) == set(values), f"config.yaml lacks keys of {section}"
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(SNAKEFILE)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_snakefmt_is_clean():
+    files = [str(SNAKEFILE), *map(str, sorted((ROOT / "workflow/rules").glob("*.smk")))]
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+class _Report(HTMLParser):
+    """The script blocks of a Snakemake report, by id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: dict[str, str] = {}
+        self._id: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self._id = dict(attrs).get("id") if tag == "script" else None
+
+    def handle_data(self, data):
+        if self._id:
+            self.scripts[self._id] = self.scripts.get(self._id, "") + data
+
+    def handle_endtag(self, tag):
+        self._id = None
+
+
+def report_results(report: Path) -> dict[str, dict]:
+    parser = _Report()
+    parser.feed(report.read_text())
+    text = parser.scripts["results"].strip()
+    return json.loads(text[text.index("{"): text.rindex("}") + 1])
+
+
+def decode(data_uri: str) -> bytes:
+    return base64.b64decode(data_uri.split(",", 1)[1])
+
+
+class _Tables(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables = 0
+        self.cells: list[str] = []
+        self._cell = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tables += tag == "table"
+        self._cell = tag in ("td", "th")
+
+    def handle_data(self, data):
+        if self._cell and data.strip():
+            self.cells.append(data.strip())
+
+
+@pytest.mark.slow
+def test_report_holds_the_eval_table_images_and_videos(finished):
+    results = report_results(finished / "report.html")
+    by_name = {r["name"]: r for r in results.values()}
+    table = _Tables()
+    table.feed(decode(by_name["index.html"]["data_uri"]).decode())
+    assert table.tables == 1
+    assert {"circle", "straight", "policy", "expert", "standing"} <= set(table.cells)
+    pngs = [r for r in results.values() if r["mime_type"] == "image/png"]
+    assert len(pngs) >= 4 and all(decode(r["data_uri"])[:4] == b"\x89PNG" for r in pngs)
+    videos = decode(by_name["eval_videos.html"]["data_uri"]).decode()
+    assert videos.count("<video") == 2
+    assert {r["caption"] != "" for r in results.values()} == {True}
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian chromium (apt-get install chromium)")
+def test_report_opens_in_a_headless_browser(finished, tmp_path):
+    def dom(page: Path) -> str:
+        proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                               "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return re.sub(r"<script.*?</script>", "", proc.stdout, flags=re.S)
+
+    # the report's own app renders its menu of categories (JavaScript ran, data decoded)
+    rendered = dom(finished / "report.html")
+    for category in ("Evaluation", "Videos", "Training curves", "Plots"):
+        assert f"<span>{category}</span>" in rendered
+    # the eval table and a plot, as the report shows them (their embedded data URIs)
+    results = report_results(finished / "report.html")
+    by_name = {r["name"]: r for r in results.values()}
+    page = tmp_path / "eval.html"
+    page.write_bytes(decode(by_name["index.html"]["data_uri"]))
+    assert "<td>" in dom(page) or "<td " in dom(page)
+    shown = tmp_path / "img.html"
+    shown.write_text("<body><img onload=\"document.body.dataset.width = this.naturalWidth\" "
+                     f"src='{by_name['loss.png']['data_uri']}'></body>")
+    width = re.search(r'<body data-width="(\d+)"', dom(shown))
+    assert width and int(width.group(1)) > 100
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"^Tests:\n\n```bash\n(.+?)\n```", readme, flags=re.M | re.S)
+    assert block, "README.md has no test command block after 'Tests:'"
+    command = block.group(1).strip()
+    ci_lines = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
+    assert ci_lines[-1] == command
