@@ -14,7 +14,8 @@ from quadpipe.replay import ReplayError, replay, replay_to_files, video_page
 
 
 def test_a_stored_trajectory_replays_to_its_states(tiny_shard):
-    report, qpos = replay(tiny_shard, 2)
+    result = replay(tiny_shard, 2)
+    report, qpos = result.report, result.qpos
     assert report["reproduced"]
     assert report["max_qpos_error"] < 1e-5 and report["max_qvel_error"] < 1e-4
     with h5py.File(tiny_shard) as f:

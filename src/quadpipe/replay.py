@@ -9,6 +9,7 @@ the replay agrees with them to that precision, hence the tolerance.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import logging
@@ -30,12 +31,21 @@ class ReplayError(QuadpipeError):
     """A re-simulated trajectory does not reproduce the stored states."""
 
 
-def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE
-           ) -> tuple[dict[str, Any], np.ndarray]:
-    """Re-simulate trajectory `trajectory_id` of `path`; return (report, replayed qpos (T, 19)).
+@dataclasses.dataclass
+class Replay:
+    """A re-simulated trajectory: the check's report, qpos (T, 19), and the model that made it."""
 
-    The report holds the largest absolute deviation of qpos and qvel from the stored ones and
-    `reproduced`: whether both are within `tolerance` (relative to 1 for values above 1).
+    report: dict[str, Any]
+    qpos: np.ndarray
+    model: Any  # mujoco.MjModel
+    dt: float
+
+
+def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE) -> Replay:
+    """Re-simulate trajectory `trajectory_id` of `path` from its commands.
+
+    The report holds the largest deviation of qpos and qvel from the stored ones (absolute, or
+    relative above 1) and `reproduced`: whether both are within `tolerance`.
     """
     import mujoco
 
@@ -70,7 +80,7 @@ def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE
         "reproduced": bool(err_q <= tolerance and err_v <= tolerance),
         "final_position_m": [float(v) for v in qpos[-1, 0:3]],
     }
-    return report, qpos
+    return Replay(report, qpos, model, expert.dt)
 
 
 def _max_error(replayed: np.ndarray, stored: np.ndarray) -> float:
@@ -86,18 +96,15 @@ def replay_to_files(path: str | Path, trajectory_id: int, out_json: str | Path,
 
     Raises ReplayError, after writing the JSON, when the replay does not reproduce the data.
     """
-    report, qpos = replay(path, trajectory_id, tolerance)
+    result = replay(path, trajectory_id, tolerance)
+    report = result.report
     if video is not None:
-        from quadpipe.config import expert_from_json
-        from quadpipe.model import build_model
         from quadpipe.render import render_video
 
-        with dataset.open_file(path) as f:
-            expert = expert_from_json(str(f.attrs["config_json"]))
-        steps = min(len(qpos), max(1, int(round(video_seconds / expert.dt))))
-        render_video(build_model(expert), qpos[:steps], Path(video), expert.dt, fps=fps)
+        steps = min(len(result.qpos), max(1, int(round(video_seconds / result.dt))))
+        render_video(result.model, result.qpos[:steps], Path(video), result.dt, fps=fps)
         report["video"] = str(video)
-        report["video_seconds"] = steps * expert.dt
+        report["video_seconds"] = steps * result.dt
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     Path(out_json).write_text(json.dumps(report, indent=2) + "\n")
     log.info("replayed trajectory %d of %s: max qpos error %.2e, qvel %.2e", trajectory_id, path,

@@ -19,10 +19,9 @@ import pandas as pd
 
 from quadpipe import dataset
 from quadpipe.commands import NAMES
+from quadpipe.model import JOINTS, LEGS
 from quadpipe.state import ACTION_DIM, STATE_DIM, yaw
 
-LEGS = ("FR", "FL", "RR", "RL")
-JOINTS = ("hip", "thigh", "calf")
 JOINT_NAMES = tuple(f"{leg}_{joint}" for leg in LEGS for joint in JOINTS)
 # Names of the 36 state channels, in the layout of quadpipe.state.
 STATE_NAMES = (

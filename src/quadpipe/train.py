@@ -53,14 +53,17 @@ class TrainConfig:
     gait_clock: bool = False  # add sin/cos of the CPG phase to the observation
     noise_q: float = 0.05  # rad, std of joint-angle noise with expert-relabelled torques; 0 = off
     noise_qd: float = 0.5  # rad/s, std of joint-velocity noise (relabelled likewise)
+    noise_base: float = 0.5  # std of base-state noise (z, orientation, velocities), in units of
+    # each column's std; labels unchanged (the expert ignores the base state); 0 = off
+    threads: int = 1  # torch CPU threads (1 is as fast for this MLP and immune to busy cores)
     path_frame: str = "heading"  # "heading" (robot-centred) or "world" (the original's inputs)
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
     num_workers: int = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:
-        if self.noise_q < 0 or self.noise_qd < 0:
-            raise ConfigError("train.noise_q and train.noise_qd must be >= 0")
+        if min(self.noise_q, self.noise_qd, self.noise_base) < 0:
+            raise ConfigError("train.noise_q, noise_qd and noise_base must be >= 0")
         for key in ("epochs", "batch_size", "sample_stride"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
@@ -224,6 +227,8 @@ def _valid_loss(policy: Policy, x: np.ndarray, y: np.ndarray, device: torch.devi
 class JointNoise:
     """Perturb the joint angles/velocities of a batch and relabel the torques as the expert would.
 
+    The base state (height, orientation, velocities: columns 2:12) is perturbed too, labels
+    unchanged: the expert's torque does not depend on it, and the policy should not either.
     The expert's torque is u = Kp (ref(t) - q) - Kd qd with a reference that does not depend on the
     state (an open-loop CPG), so at a perturbed state (q + dq, qd + dqd) it is exactly
     u - Kp dq - Kd dqd (then clamped). Training on these pairs teaches the policy the expert's
@@ -231,7 +236,10 @@ class JointNoise:
     the closed loop drifts off the demonstrations and falls within ~1 s (docs/training.md).
     """
 
-    def __init__(self, cfg: TrainConfig, gains: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, gains: dict[str, Any], device: torch.device,
+                 x_std: Any = None) -> None:
+        self.base_std = torch.zeros(10, device=device) if x_std is None else \
+            torch.as_tensor(x_std[2:12], dtype=torch.float32, device=device) * cfg.noise_base
         self.q_cols = torch.arange(12, 36, 2, device=device)
         self.qd_cols = self.q_cols + 1
         self.kp = torch.tensor(gains["kp"], dtype=torch.float32, device=device)
@@ -247,6 +255,8 @@ class JointNoise:
         x = x.clone()
         x[:, self.q_cols] += dq
         x[:, self.qd_cols] += dqd
+        x[:, 2:12] += torch.randn((len(x), 10), generator=self.gen, device=x.device) \
+            * self.base_std
         y = torch.clamp(y - self.kp * dq - self.kd * dqd, -self.limit, self.limit)
         return x, y
 
@@ -275,7 +285,10 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     policy = build_policy(cfg, meta).to(device)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    noise = JointNoise(cfg, meta["expert"], device) if cfg.noise_q or cfg.noise_qd else None
+    noise = JointNoise(cfg, meta["expert"], device, meta["X_std"]) \
+        if cfg.noise_q or cfg.noise_qd or cfg.noise_base else None
+    if device.type == "cpu" and cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     history: list[dict[str, float]] = []
     best = (math.inf, 0)
     log.info("training on %d samples (%d valid), device %s", len(xt), len(xv), device)
