@@ -103,7 +103,7 @@ def test_shards_made_with_other_settings_are_refused_by_name(tiny_shard, tmp_pat
         merge_shards([a, b], out)
     assert "a.h5" in str(err.value) and "b.h5" in str(err.value)
     assert not out.exists()
-    assert not list(tmp_path.glob(".dataset.h5.tmp-*"))
+    assert not dataset.stale_temporaries(out)
 
 
 def test_the_same_shard_twice_is_refused(tiny_shard, tmp_path):

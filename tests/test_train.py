@@ -15,8 +15,11 @@ from quadpipe.policy import Policy, load_checkpoint, save_checkpoint
 from quadpipe.samples import ObsConfig, _quat_mul, observe, rotate_xy
 from quadpipe.train import TrainConfig, load_arrays, prepare, train
 
+# The tiny shard's trajectories are 0.4-1.2 s long: a 0.2 s horizon leaves samples in each.
+# No noise augmentation here, so the training loss is the plain imitation loss.
 TINY_TRAIN = TrainConfig(epochs=4, lr_decay_epoch=4, sample_stride=5, hidden=(64, 64, 32),
-                         batch_size=64, device="cpu")
+                         batch_size=64, device="cpu", horizon=200, waypoint_every=40,
+                         noise_q=0.0, noise_qd=0.0, noise_base=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,7 @@ def test_checkpoint_is_self_contained(trained, tiny_shard) -> None:
 def test_same_seed_same_model(tiny_shard, tmp_path) -> None:
     import dataclasses
 
-    cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=1, noise_q=0.05, noise_qd=0.5, noise_base=0.5)
     train(tiny_shard, tmp_path / "a", cfg, sample_dir=tmp_path / "s", progress=False)
     train(tiny_shard, tmp_path / "b", cfg, sample_dir=tmp_path / "s", progress=False)
     a, _, _ = load_checkpoint(tmp_path / "a" / "last.pt")
@@ -85,8 +88,8 @@ def test_split_is_by_trajectory(trained, tiny_shard) -> None:
         names = dataset.trajectory_names(f)
         splits = dataset.split_of(f, names)
         lengths = [int(f[n].attrs["num_timesteps"]) for n in names]
-    expected = sum(len(range(0, n - 50, 5)) for n, s in zip(lengths, splits, strict=True)
-                   if s == "valid")
+    expected = sum(len(range(0, n - TINY_TRAIN.horizon, 5))
+                   for n, s in zip(lengths, splits, strict=True) if s == "valid")
     assert summary["valid_samples"] == expected > 0
 
 
@@ -111,7 +114,8 @@ def test_heading_frame_is_invariant_to_where_and_which_way(tiny_shard) -> None:
 
 def test_cli_train_and_bad_config(tiny_shard, tmp_path) -> None:
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("train:\n  epochs: 1\n  sample_stride: 20\n  hidden: [32, 32, 16]\n")
+    cfg.write_text("train:\n  epochs: 1\n  sample_stride: 20\n  hidden: [32, 32, 16]\n"
+                   "  horizon: 200\n  waypoint_every: 40\n")
     assert main(["train", "--dataset", str(tiny_shard), "--out-dir", str(tmp_path / "t"),
                  "--config", str(cfg)]) == 0
     assert (tmp_path / "t" / "best.pt").exists()

@@ -44,7 +44,7 @@ class EvalConfig:
     """The `eval` section of config.yaml."""
 
     paths: tuple[str, str, str, str] = KINDS
-    duration: float = 20.0  # s of closed-loop control per path
+    duration: float = 30.0  # s of closed-loop control per path
     speed: float = 0.25  # m/s of the target along the path
     radius: float = 1.0  # m, circle / figure8 radius, zigzag leg length
     lookahead: float = 0.4  # m, the expert follower's look-ahead distance

@@ -32,7 +32,7 @@ class FollowerConfig:
     lookahead: float = 0.4  # m along the path ahead of the robot's projection
     chunk_steps: int = 25  # steps simulated natively between steering updates
     heading_saturation: float = 0.35  # rad of heading error for the full turn knobs
-    slow_distance: float = 0.3  # m ahead of the target at which the gait amplitude is halved
+    slow_distance: float = 0.1  # m ahead of the target at which the gait amplitude is halved
     min_scale: float = 0.5  # smallest common amplitude scale (slowest walk)
 
 

@@ -12,9 +12,7 @@ atomically (a temporary file renamed into place), so an interrupted merge leaves
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +50,9 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | P
     combined = combined_summary(roots)
     splits = dataset.assign_split(int(combined["num_trajectories"]), valid_fraction, seed)
 
-    with _atomic(out) as tmp, h5py.File(tmp, "w", track_order=True) as dst:
-        for key, value in combined.items():
-            dst.attrs[key] = value
+    _make_parent(out)
+    with dataset.atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as dst:
+        dataset.write_root_attrs(dst, combined)
         new_id = 0
         for path in shards:
             with dataset.open_file(path) as src:
@@ -85,8 +83,6 @@ def combined_summary(roots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     num = sum(int(r["num_trajectories"]) for r in roots)
     seeds = {int(r["random_seed"]) for r in roots}
     out: dict[str, Any] = {
-        "format": dataset.FORMAT,
-        "format_version": dataset.FORMAT_VERSION,
         "num_trajectories": num,
         "stable_count": sum(int(r["stable_count"]) for r in roots),
         "rejected_count": sum(int(r["rejected_count"]) for r in roots),
@@ -106,9 +102,9 @@ def combined_summary(roots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def write_summary(path: str | Path, attrs: Mapping[str, Any]) -> None:
     """summary.h5: an HDF5 file holding only the combined root attributes (the original's file)."""
-    with _atomic(Path(path)) as tmp, h5py.File(tmp, "w") as f:
-        for key, value in attrs.items():
-            f.attrs[key] = value
+    _make_parent(Path(path))
+    with dataset.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        dataset.write_root_attrs(f, attrs)
 
 
 def _check_compatible(shards: Sequence[Path], roots: Sequence[Mapping[str, Any]]) -> None:
@@ -130,21 +126,8 @@ def _check_compatible(shards: Sequence[Path], roots: Sequence[Mapping[str, Any]]
         seen[origin] = path
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it is synced and renamed onto `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise QuadpipeError(f"cannot create folder {path.parent} ({exc.strerror})") from exc
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ FRAMES = ("heading", "world")
 class ObsConfig:
     """What the policy observes; stored in every checkpoint so evaluation rebuilds it exactly."""
 
-    horizon: int = 50  # steps ahead of the last waypoint
+    horizon: int = 50  # steps ahead of the last waypoint (the original; TrainConfig sets 1000)
     waypoint_every: int = 10  # steps between waypoints
     gait_clock: bool = False  # add sin/cos of the CPG phase
     frame: str = "heading"  # "heading" (robot-centred, yaw removed) or "world" (the original)

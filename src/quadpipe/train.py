@@ -45,11 +45,11 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0  # max global gradient norm
-    lr_decay_epoch: int = 20  # 1-based epoch from which lr is x0.1; 0 = never
+    lr_decay_epoch: int = 21  # 1-based epoch from which lr is x0.1; 0 = never
     hidden: tuple[int, int, int] = (256, 256, 128)
-    horizon: int = 50  # steps to the last future waypoint
-    waypoint_every: int = 10  # steps between waypoints
-    sample_stride: int = 10  # use every k-th step of a trajectory as a sample
+    horizon: int = 1000  # steps to the last waypoint (the original: 50; docs/training.md)
+    waypoint_every: int = 200  # steps between waypoints (the original: 10)
+    sample_stride: int = 20  # use every k-th step of a trajectory as a sample
     gait_clock: bool = False  # add sin/cos of the CPG phase to the observation
     noise_q: float = 0.05  # rad, std of joint-angle noise with expert-relabelled torques; 0 = off
     noise_qd: float = 0.5  # rad/s, std of joint-velocity noise (relabelled likewise)

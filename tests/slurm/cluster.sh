@@ -12,7 +12,7 @@
 # start and stop are idempotent (start when running / stop when stopped: success) and serialised by
 # a lock, so parallel callers (pytest-xdist workers) are safe. If something does not come up, start
 # prints one line "cluster.sh: ERROR: ... (see <log file>)" to stderr, stops what it started and
-# exits 1. Timings here: start ~2 s (first start in an empty state dir ~4 s, + ~35 s to install
+# exits 1. Timings here: start ~2 s (first start in an empty state dir ~4 s, + ~20 s to install
 # packages once), stop ~2 s.
 #
 # Environment:
@@ -396,21 +396,23 @@ cmd_stop() {
 }
 
 cmd_status() {
-    local n=0 name pidfile pid
-    for name in munged mariadbd slurmdbd slurmctld slurmd; do
-        pidfile=$RUN/$name.pid
-        [[ $name == munged ]] && pidfile=$MUNGE_DIR/munged.pid
-        if pid=$(live_pid "$pidfile" "$name"); then
+    local n=0 name pid
+    for name in mariadbd slurmdbd slurmctld slurmd; do
+        if pid=$(live_pid "$RUN/$name.pid" "$name"); then
             echo "$name: running (pid $pid)"
-            n=$((n + 1))
-        elif [[ $name == munged ]] && munge -n </dev/null >/dev/null 2>&1; then
-            echo "munged: running (not started by this script)"
             n=$((n + 1))
         else
             echo "$name: stopped"
         fi
     done
-    if ((n == 5)) && all_running; then
+    if pid=$(live_pid "$MUNGE_DIR/munged.pid" munged); then
+        echo "munged: running (pid $pid)"
+    elif munge -n </dev/null >/dev/null 2>&1; then
+        echo "munged: running (not started by this script)"
+    else
+        echo "munged: stopped"
+    fi
+    if all_running; then
         sinfo -h -o '%P %T %D' 2>/dev/null | sed 's/^/partition: /'
         return 0
     fi
