@@ -30,6 +30,7 @@ from quadpipe.train import TrainConfig, build_policy, load_arrays, prepare
 def training_rate(dataset: Path, work: Path, batches: int = 200) -> float:
     """Samples/s of forward + backward + AdamW step on the CPU, batch 256, prepared arrays."""
     cfg = TrainConfig(device="cpu")
+    torch.set_num_threads(cfg.threads)  # as quadpipe.train does on the CPU
     meta = prepare(dataset, work / "samples", cfg.obs, cfg.sample_stride, progress=False)
     x, y = load_arrays(work / "samples", "train")
     policy = build_policy(cfg, meta)
@@ -88,7 +89,8 @@ def main() -> None:
         "policy_closed_loop_s_per_sim_s": per_policy,
         "expert_follower_s_per_sim_s": 1000.0 / exp.steps_per_s,
         "policy_share_of_step": 1.0 - raw / per_policy,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": TrainConfig().threads,
+        "load_average_1min": __import__("os").getloadavg()[0],
     }
     print(f"training (CPU, batch 256):          {rate:10.0f} samples/s")
     print(f"raw mj_step, 1 simulated s:         {raw * 1e3:10.1f} ms")

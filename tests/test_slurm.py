@@ -60,6 +60,9 @@ FAULT_CONFIG = {
     "expert": {"cmd_duration": 0.8},
     "generate": {"min_moves": 2, "max_moves": 4},
 }
+# The whole DAG on SLURM without the evaluation videos: rendering them in software takes ~27 s per
+# path, which would double the run (the replay jobs still render videos on the cluster).
+DAG_CONFIG = {"eval": {"video": False}}
 SHARD_0 = "rule_generate_shard_wildcards_0"  # the plugin's --comment for shard 0's job
 RESUMED = re.compile(r"resuming \S+ from its journal: (\d+) attempts")
 
@@ -144,21 +147,23 @@ def sacct_jobs(run_id: str, since: datetime, expected: set[str], timeout: float 
 # Workflow copies and runs
 
 
-def copy_workflow(dest: Path, fault: bool = False) -> Path:
-    """The workflow as a user checks it out, in `dest`; with `fault`, plus fault.yaml."""
+def copy_workflow(dest: Path, extra: dict | None = None) -> Path:
+    """The workflow as a user checks it out, in `dest`; `extra` settings go to extra.yaml."""
     dest.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", ".snakemake")
     for name in ("workflow", "profiles", "tests/config"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
     for name in ("Snakefile", "config.yaml"):
         shutil.copy2(ROOT / name, dest / name)
-    if fault:
-        (dest / "fault.yaml").write_text(yaml.safe_dump(FAULT_CONFIG))
+    if extra:
+        (dest / "extra.yaml").write_text(yaml.safe_dump(extra))
     return dest
 
 
-def configfiles(fault: bool) -> list[str]:
-    return ["--configfile", TEST_CONFIG, *(["fault.yaml"] if fault else [])]
+def configfiles(workdir: Path) -> list[str]:
+    """The test config, and the copy's extra.yaml on top of it if there is one."""
+    return ["--configfile", TEST_CONFIG, *(["extra.yaml"] if (workdir / "extra.yaml").exists()
+                                           else [])]
 
 
 class Run:
@@ -232,15 +237,16 @@ def snakemake(workdir: Path, *args: str, log: str = "run.log") -> Iterator[Run]:
             run.stop()
 
 
-def slurm(workdir: Path, *targets: str, fault: bool = False, log: str = "run.log"):
+def slurm(workdir: Path, *targets: str, log: str = "run.log"):
     """`snakemake --profile profiles/slurm` on the test config (targets first, see the profile)."""
-    return snakemake(workdir, *targets, "--profile", "profiles/slurm", *configfiles(fault), log=log)
+    return snakemake(workdir, *targets, "--profile", "profiles/slurm", *configfiles(workdir),
+                     log=log)
 
 
-def local_dataset(workdir: Path, fault: bool = False) -> dict:
+def local_dataset(workdir: Path, extra: dict | None = None) -> dict:
     """The merged dataset of a local run (`--cores 2`) of the same config, read in full."""
-    copy_workflow(workdir, fault)
-    with snakemake(workdir, DATASET, "--cores", "2", *configfiles(fault)) as run:
+    copy_workflow(workdir, extra)
+    with snakemake(workdir, DATASET, "--cores", "2", *configfiles(workdir)) as run:
         assert run.wait(300) == 0, run.tail()
     return file_contents(workdir / DATASET)
 
@@ -252,7 +258,7 @@ def local_small(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def local_fault(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return local_dataset(tmp_path_factory.mktemp("local-fault") / "wf", fault=True)
+    return local_dataset(tmp_path_factory.mktemp("local-fault") / "wf", FAULT_CONFIG)
 
 
 def journal_attempts(workdir: Path) -> int:
@@ -303,9 +309,20 @@ def resumed_from(workdir: Path) -> int:
 # Tests
 
 
+def test_the_profile_sets_resources_of_rules_that_exist(tmp_path):
+    # A misspelt rule in set-resources is silently ignored: its jobs get the default partition.
+    workdir = copy_workflow(tmp_path / "wf")
+    proc = subprocess.run([*SNAKEMAKE, "--list-rules", *configfiles(workdir)], cwd=workdir,
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rules = set(proc.stdout.split())
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    assert set(profile["set-resources"]) - rules == set(), f"rules: {sorted(rules)}"
+
+
 def test_the_whole_dag_runs_on_the_partitions_of_the_profile(slurm_cluster, local_small,
                                                              tmp_path):
-    workdir = copy_workflow(tmp_path / "wf")
+    workdir = copy_workflow(tmp_path / "wf", DAG_CONFIG)
     with slurm(workdir) as run:  # the default target `all`: train, eval, report included
         assert run.wait(480) == 0, run.tail()
     text = run.text()
@@ -329,8 +346,8 @@ def test_the_whole_dag_runs_on_the_partitions_of_the_profile(slurm_cluster, loca
 
 
 def test_a_cancelled_shard_job_is_resubmitted_and_resumes(slurm_cluster, local_fault, tmp_path):
-    workdir = copy_workflow(tmp_path / "wf", fault=True)
-    with slurm(workdir, DATASET, fault=True) as run:
+    workdir = copy_workflow(tmp_path / "wf", FAULT_CONFIG)
+    with slurm(workdir, DATASET) as run:
         [cancelled_at] = cancel_shard_mid_run(run, times=1)
         assert run.wait(300) == 0, run.tail()
 
@@ -345,10 +362,10 @@ def test_a_cancelled_shard_job_is_resubmitted_and_resumes(slurm_cluster, local_f
 
 def test_a_job_failing_every_attempt_stops_the_run_and_the_next_run_resumes(
         slurm_cluster, local_fault, tmp_path):
-    workdir = copy_workflow(tmp_path / "wf", fault=True)
+    workdir = copy_workflow(tmp_path / "wf", FAULT_CONFIG)
 
     # 1. shard 0's job is cancelled on each of its 3 attempts (retries: 2): the run fails.
-    with slurm(workdir, DATASET, fault=True, log="first.log") as first:
+    with slurm(workdir, DATASET, log="first.log") as first:
         counts = cancel_shard_mid_run(first, times=3)
         status = first.wait(120)
     assert status != 0, first.tail()
@@ -363,7 +380,7 @@ def test_a_job_failing_every_attempt_stops_the_run_and_the_next_run_resumes(
     assert left >= counts[-1] >= 6, (counts, left)
 
     # 2. Run again, undisturbed: one job continues the shard from that journal, then merge.
-    with slurm(workdir, DATASET, fault=True, log="second.log") as second:
+    with slurm(workdir, DATASET, log="second.log") as second:
         assert second.wait(300) == 0, second.tail()
     jobs = second.jobs()
     assert sorted((j.rule, j.attempt, j.state) for j in jobs) == [

@@ -40,19 +40,19 @@ PREPARE_VERSION = 2
 class TrainConfig:
     """The `train` section of config.yaml. Defaults fit the 20-minute pipeline on 2 CPU cores."""
 
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0  # max global gradient norm
-    lr_decay_epoch: int = 21  # 1-based epoch from which lr is x0.1; 0 = never
+    lr_decay_epoch: int = 15  # 1-based epoch from which lr is x0.1; 0 = never
     hidden: tuple[int, int, int] = (256, 256, 128)
     horizon: int = 1000  # steps to the last waypoint (the original: 50; docs/training.md)
     waypoint_every: int = 200  # steps between waypoints (the original: 10)
     sample_stride: int = 20  # use every k-th step of a trajectory as a sample
-    gait_clock: bool = False  # add sin/cos of the CPG phase to the observation
-    noise_q: float = 0.05  # rad, std of joint-angle noise with expert-relabelled torques; 0 = off
-    noise_qd: float = 0.5  # rad/s, std of joint-velocity noise (relabelled likewise)
+    gait_clock: bool = True  # add sin/cos of the CPG phase (issue: off; measured: needed)
+    noise_q: float = 0.1  # rad, std of joint-angle noise with expert-relabelled torques; 0 = off
+    noise_qd: float = 1.0  # rad/s, std of joint-velocity noise (relabelled likewise)
     noise_base: float = 0.5  # std of base-state noise (z, orientation, velocities), in units of
     # each column's std; labels unchanged (the expert ignores the base state); 0 = off
     threads: int = 1  # torch CPU threads (1 is as fast for this MLP and immune to busy cores)
