@@ -53,10 +53,10 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # (sbatch --export=ALL passes this PATH on to the jobs).
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
-# One shard long enough to cancel mid-run: 30 trajectories of 2-4 moves of 0.8 s, ~15 s of
+# One shard long enough to cancel mid-run: 20 trajectories of 2-4 moves of 0.8 s, ~10 s of
 # simulation written to the journal one attempt at a time (~0.5 s each).
 FAULT_CONFIG = {
-    "dataset": {"shards": 1, "trajectories_per_shard": 30},
+    "dataset": {"shards": 1, "trajectories_per_shard": 20},
     "expert": {"cmd_duration": 0.8},
     "generate": {"min_moves": 2, "max_moves": 4},
 }
@@ -367,7 +367,7 @@ def test_a_job_failing_every_attempt_stops_the_run_and_the_next_run_resumes(
     # 1. shard 0's job is cancelled on each of its 3 attempts (retries: 2): the run fails.
     with slurm(workdir, DATASET, log="first.log") as first:
         counts = cancel_shard_mid_run(first, times=3)
-        status = first.wait(120)
+        status = first.wait(300)
     assert status != 0, first.tail()
     text = first.text()
     assert "Error in rule generate_shard" in text, first.tail()

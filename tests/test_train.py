@@ -119,6 +119,9 @@ def test_cli_train_and_bad_config(tiny_shard, tmp_path) -> None:
     assert main(["train", "--dataset", str(tiny_shard), "--out-dir", str(tmp_path / "t"),
                  "--config", str(cfg)]) == 0
     assert (tmp_path / "t" / "best.pt").exists()
+    assert main(["prepare", "--dataset", str(tiny_shard), "--out", str(tmp_path / "p"),
+                 "--config", str(cfg)]) == 0
+    assert np.load(tmp_path / "p" / "train_X.npy", mmap_mode="r").shape[1] == 36 + 15 + 2
     cfg.write_text("train:\n  epoch: 1\n")
     assert main(["train", "--dataset", str(tiny_shard), "--out-dir", str(tmp_path / "u"),
                  "--config", str(cfg)]) == 2
