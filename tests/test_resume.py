@@ -11,8 +11,8 @@ import time
 import pytest
 from helpers import file_contents
 
-from quadpipe.errors import ResumeError
 from quadpipe.config import StabilityConfig
+from quadpipe.errors import ResumeError
 from quadpipe.generate import generate_shard, journal_header, partial_dir
 from quadpipe.journal import Journal
 

@@ -166,6 +166,26 @@ def test_the_schema_defaults_every_key_of_config_yaml():
         assert set(spec["properties"]) == set(values), f"config.yaml lacks keys of {section}"
 
 
+def test_the_schema_defaults_are_the_library_defaults():
+    """config.yaml, the schema and the dataclasses the CLI builds must agree on every default."""
+    import dataclasses
+
+    from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig
+    from quadpipe.evaluate import EvalConfig
+    from quadpipe.train import TrainConfig
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    for section, cls in [("expert", ExpertConfig), ("stability", StabilityConfig),
+                         ("generate", GenerateConfig), ("train", TrainConfig),
+                         ("eval", EvalConfig)]:
+        props = schema["properties"][section]["properties"]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert set(props) == set(fields), section
+        for name, value in dataclasses.asdict(cls()).items():
+            expected = list(value) if isinstance(value, tuple) else value
+            assert props[name]["default"] == expected, f"{section}.{name}"
+
+
 def test_lint_is_clean():
     proc = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(SNAKEFILE)], cwd=ROOT,
                           capture_output=True, text=True)

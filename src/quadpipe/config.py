@@ -81,18 +81,22 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
     out = {}
     for name, value in data.items():
         default = getattr(defaults, name)
-        out[name] = _coerce(value, default, f"{where}.{name}")
+        # A field annotated `tuple[X, ...]` takes a list of any non-empty length.
+        variable = "..." in str(fields[name].type)
+        out[name] = _coerce(value, default, f"{where}.{name}", variable)
     return cls(**out)
 
 
-def _coerce(value: Any, default: Any, key: str) -> Any:
+def _coerce(value: Any, default: Any, key: str, variable: bool = False) -> Any:
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
         return value
     if isinstance(default, tuple):
+        if variable and isinstance(value, list | tuple) and value and default:
+            return tuple(_coerce(v, default[0], key) for v in value)
         if not isinstance(value, list | tuple) or len(value) != len(default):
-            raise ConfigError(f"{key} must be a list of {len(default)} numbers, got {value!r}")
+            raise ConfigError(f"{key} must be a list of {len(default)} values, got {value!r}")
         return tuple(_coerce(v, d, key) for v, d in zip(value, default, strict=True))
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):

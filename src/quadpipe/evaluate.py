@@ -43,7 +43,7 @@ FALL_UP_Z = 0.5  # body up-axis z below this (tilt > 60 deg): fallen
 class EvalConfig:
     """The `eval` section of config.yaml."""
 
-    paths: tuple[str, str, str, str] = KINDS
+    paths: tuple[str, ...] = KINDS
     duration: float = 30.0  # s of closed-loop control per path
     speed: float = 0.25  # m/s of the target along the path
     radius: float = 1.0  # m, circle / figure8 radius, zigzag leg length

@@ -46,7 +46,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0  # max global gradient norm
     lr_decay_epoch: int = 15  # 1-based epoch from which lr is x0.1; 0 = never
-    hidden: tuple[int, int, int] = (256, 256, 128)
+    hidden: tuple[int, ...] = (256, 256, 128)
     horizon: int = 1000  # steps to the last waypoint (the original: 50; docs/training.md)
     waypoint_every: int = 200  # steps between waypoints (the original: 10)
     sample_stride: int = 20  # use every k-th step of a trajectory as a sample

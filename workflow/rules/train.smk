@@ -26,7 +26,7 @@ rule train:
         "results/benchmarks/train.tsv"
     conda:
         CONDA_ENV
-    threads: all_cores()
+    threads: config["train"]["threads"]
     resources:
         mem_mb=4000,
         runtime=120,
