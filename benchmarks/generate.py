@@ -1,7 +1,7 @@
 """Simulation throughput, side by side on the same command sequences, in one run.
 
 1. raw: `mj_step` in MuJoCo's C loop (`mujoco.rollout`, one thread), the references precomputed;
-   the ceiling for one core.
+   the ceiling for one core; and the same rollouts over the thread pool (no checks, no writes).
 2. quadpipe generate, end to end: sampling, references, threaded rollouts, stability checks, the
    resume journal and the compressed HDF5 write.
 3. naive: a per-step Python loop computing the PD and calling `mj_step`, as a straightforward port
@@ -29,7 +29,7 @@ from quadpipe.config import ExpertConfig, GenerateConfig
 from quadpipe.expert import references, standing_pose
 from quadpipe.generate import generate_shard
 from quadpipe.model import build_model, full_state, standing_qpos
-from quadpipe.rollout import resolve_threads, simulate_one
+from quadpipe.rollout import resolve_threads, simulate, simulate_one
 
 
 def naive_loop(cfg: ExpertConfig, refs: np.ndarray, qpos0: np.ndarray) -> None:
@@ -78,6 +78,11 @@ def main() -> None:
     t_raw = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    for _ in simulate(model, init, refs, threads=threads):
+        pass
+    t_pool = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     naive_steps = 0
     for r in refs[: args.naive_num]:
         naive_loop(cfg, r, qpos0)
@@ -90,10 +95,14 @@ def main() -> None:
     print(f"trajectories {args.num}, steps {steps}, threads {threads}")
     print(f"raw mj_step (C loop, 1 thread)   {raw:10.0f} steps/s")
     print(f"quadpipe generate (end to end)   {e2e:10.0f} steps/s   ({t_e2e:.1f} s)")
+    print(f"rollouts only, {threads} threads           {steps / t_pool:10.0f} steps/s")
     print(f"naive Python PD loop             {naive:10.0f} steps/s")
     ratio = e2e / (raw * threads)
     print(f"end to end / (raw x {threads} threads)     {ratio:6.2f}   (target >= 0.85)")
     print(f"end to end / naive                 {e2e / naive:6.2f}   (target >= 2)")
+    print(f"where the rest goes: thread scaling of the rollouts alone "
+          f"{steps / t_pool / (raw * threads):.2f}, end to end / rollouts alone "
+          f"{e2e / (steps / t_pool):.2f}")
 
 
 if __name__ == "__main__":

@@ -194,7 +194,9 @@ def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, 
     with ThreadPoolExecutor(max_workers=nthreads) as pool:
         try:
             while len(accepted) < num:
-                while len(window) < 2 * nthreads:
+                # Keep the threads busy, but never run more attempts than could still be
+                # needed: a speculative attempt past the last one kept is wasted time.
+                while len(window) < min(2 * nthreads, num - len(accepted)):
                     if next_index >= max_attempts:
                         break
                     cmds = sample_sequence(attempt_rng(seed, shard, next_index), gen.min_moves,
