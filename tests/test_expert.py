@@ -17,12 +17,12 @@ from quadpipe.state import yaw
 CFG = ExpertConfig()
 
 
-def hold(command: int) -> tuple[float, float, float]:
+def hold(command: int, cfg: ExpertConfig = CFG) -> tuple[float, float, float]:
     """dx, dy (m) and yaw change (deg) after holding `command` for 4.8 s from standing."""
-    model = build_model(CFG)
+    model = build_model(cfg)
     qpos0 = standing_qpos(model, *standing_pose())
     r = simulate_one(model, mujoco.MjData(model), full_state(model, qpos0),
-                     references(np.full(3, command), CFG))
+                     references(np.full(3, command), cfg))
     heading = np.degrees(np.unwrap(yaw(r.qpos[:, 3:7])))
     return r.qpos[-1, 0] - qpos0[0], r.qpos[-1, 1] - qpos0[1], heading[-1] - heading[0]
 
@@ -56,12 +56,8 @@ def test_stand_stays_put():
 
 def test_original_knobs_turn_slowly():
     """The original's knobs stay available: ~5 deg/s, i.e. far less than the retuned default."""
-    global CFG
-    saved, CFG = CFG, ExpertConfig(turn_scale_delta=0.15, turn_hip_bias=(0.06, -0.06))
-    try:
-        _, _, dyaw = hold(3)
-    finally:
-        CFG = saved
+    original = ExpertConfig(turn_scale_delta=0.15, turn_hip_bias=(0.06, -0.06))
+    _, _, dyaw = hold(3, original)
     assert -45 < dyaw < -10
 
 
