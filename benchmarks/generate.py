@@ -10,7 +10,7 @@
 Prints steps/s for each and the ratios the project targets: end to end >= 0.85 x (raw x threads)
 and >= 2 x naive.
 
-    python benchmarks/generate.py [--num 12] [--threads 0] [--seed 5]
+    python benchmarks/generate.py [--num 40] [--threads 0] [--seed 5]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def naive_loop(cfg: ExpertConfig, refs: np.ndarray, qpos0: np.ndarray) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--num", type=int, default=12, help="trajectories")
+    ap.add_argument("--num", type=int, default=40, help="trajectories (40: a default shard)")
     ap.add_argument("--threads", type=int, default=0, help="0 = all cores")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--naive-num", type=int, default=3, help="trajectories for the slow loop")
