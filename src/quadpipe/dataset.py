@@ -197,15 +197,6 @@ def write_root_attrs(f: h5py.File, root_attrs: Mapping[str, Any]) -> None:
         f.attrs[key] = value
 
 
-def write_file(path: str | Path, trajectories: list[Trajectory], root_attrs: Mapping[str, Any],
-               storage: Storage) -> None:
-    """Write a complete file atomically from trajectories in memory."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
-        write_root_attrs(f, root_attrs)
-        for traj in trajectories:
-            write_trajectory(f, group_name(int(traj.attrs["trajectory_id"])), traj, storage)
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-import threading
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +29,7 @@ from quadpipe.errors import QuadpipeError
 from quadpipe.expert import references, standing_pose
 from quadpipe.journal import Journal
 from quadpipe.model import build_model, full_state, standing_qpos
-from quadpipe.rollout import Rollout, resolve_threads, simulate_one
+from quadpipe.rollout import Rollout, ThreadData, resolve_threads, simulate_one
 from quadpipe.stability import REASONS, STABLE, check_stability
 from quadpipe.state import STATE_DIM, states_from
 
@@ -173,15 +172,12 @@ def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, 
     max_attempts = num * gen.max_attempts_factor
     storage = _storage(gen)
     nthreads = resolve_threads(gen.threads)
-    datas: dict[int, mujoco.MjData] = {}
+    datas = ThreadData(model)
 
     def run(attempt: Attempt) -> Attempt:
         """Simulate and check one attempt; write a stable one's side file (compressed, final
         format) here in the worker, so compression overlaps other threads' simulation."""
-        key = threading.get_ident()
-        if key not in datas:
-            datas[key] = mujoco.MjData(model)
-        r = simulate_one(model, datas[key], initial, references(attempt.commands, expert))
+        r = simulate_one(model, datas.get(), initial, references(attempt.commands, expert))
         attempt.reason = check_stability(r.qpos, r.qvel, r.time, expert.dt, stability)
         if attempt.reason == STABLE:
             traj = _trajectory(attempt, r, expert, seed, shard)

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from quadpipe.dataset import atomic_path
 from quadpipe.errors import ResumeError
 from quadpipe.stability import STABLE
 
@@ -43,7 +44,8 @@ class Journal:
             journal._load(path)
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, (json.dumps(header, sort_keys=True) + "\n").encode())
+            with atomic_path(path) as tmp:
+                tmp.write_bytes((json.dumps(header, sort_keys=True) + "\n").encode())
         return journal
 
     def _load(self, path: Path) -> None:
@@ -106,11 +108,3 @@ class Journal:
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-
-def _write_atomic(path: Path, content: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -66,16 +66,27 @@ def simulate_one(model: mujoco.MjModel, data: mujoco.MjData, initial: np.ndarray
                    torque=sensors[0])
 
 
+class ThreadData:
+    """One MjData per thread of a pool, made on first use: MjData must never be shared."""
+
+    def __init__(self, model: mujoco.MjModel):
+        self.model = model
+        self._local = threading.local()
+
+    def get(self) -> mujoco.MjData:
+        if not hasattr(self._local, "data"):
+            self._local.data = mujoco.MjData(self.model)
+        return self._local.data
+
+
 def simulate(model: mujoco.MjModel, initial: np.ndarray, ctrls: Sequence[np.ndarray],
              threads: int = 0) -> Iterator[Rollout]:
     """Roll out each (T_i, nu) control sequence from `initial`; yields results in input order."""
     nthreads = min(resolve_threads(threads), max(1, len(ctrls)))
-    local = threading.local()
+    datas = ThreadData(model)
 
     def run(ctrl: np.ndarray) -> Rollout:
-        if not hasattr(local, "data"):
-            local.data = mujoco.MjData(model)
-        return simulate_one(model, local.data, initial, ctrl)
+        return simulate_one(model, datas.get(), initial, ctrl)
 
     if nthreads == 1:
         yield from map(run, ctrls)
