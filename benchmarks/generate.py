@@ -3,7 +3,8 @@
 1. raw: `mj_step` in MuJoCo's C loop (`mujoco.rollout`, one thread), the references precomputed;
    the ceiling for one core; and the same rollouts over the thread pool (no checks, no writes).
 2. quadpipe generate, end to end: sampling, references, threaded rollouts, stability checks, the
-   resume journal and the compressed HDF5 write.
+   resume journal and the compressed HDF5 write; with the default gzip encoder (ISA-L) and, for
+   comparison, with zlib (`generate.gzip_encoder: zlib`).
 3. naive: a per-step Python loop computing the PD and calling `mj_step`, as a straightforward port
    of the original would.
 
@@ -54,11 +55,15 @@ def main() -> None:
     threads = resolve_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "bench.h5"
-        t0 = time.perf_counter()
-        generate_shard(out, args.num, args.seed, expert=cfg,
-                       gen=GenerateConfig(threads=threads), progress=False)
-        t_e2e = time.perf_counter() - t0
+        t_e2e, size = {}, {}
+        for encoder in ("isal", "zlib"):
+            out = Path(tmp) / f"bench-{encoder}.h5"
+            t0 = time.perf_counter()
+            generate_shard(out, args.num, args.seed, expert=cfg,
+                           gen=GenerateConfig(threads=threads, gzip_encoder=encoder),
+                           progress=False)
+            t_e2e[encoder] = time.perf_counter() - t0
+            size[encoder] = out.stat().st_size
         with h5py.File(out) as f:
             names = dataset.trajectory_names(f)
             cmds = [f[n]["command_sequence"][()] for n in names]
@@ -90,16 +95,20 @@ def main() -> None:
     t_naive = time.perf_counter() - t0
 
     raw = steps / t_raw
-    e2e = steps_attempted / t_e2e
+    e2e = steps_attempted / t_e2e["isal"]
     naive = naive_steps / t_naive
     print(f"trajectories {args.num}, steps {steps}, threads {threads}")
     print(f"raw mj_step (C loop, 1 thread)   {raw:10.0f} steps/s")
-    print(f"quadpipe generate (end to end)   {e2e:10.0f} steps/s   ({t_e2e:.1f} s)")
+    for encoder in ("isal", "zlib"):
+        print(f"quadpipe generate, {encoder:4s} gzip     {steps_attempted / t_e2e[encoder]:10.0f} "
+              f"steps/s   ({t_e2e[encoder]:.1f} s, {size[encoder] / 1e6:.0f} MB)")
     print(f"rollouts only, {threads} threads           {steps / t_pool:10.0f} steps/s")
     print(f"naive Python PD loop             {naive:10.0f} steps/s")
     ratio = e2e / (raw * threads)
     print(f"end to end / (raw x {threads} threads)     {ratio:6.2f}   (target >= 0.85)")
     print(f"end to end / naive                 {e2e / naive:6.2f}   (target >= 2)")
+    print(f"the same with zlib gzip            {steps / t_e2e['zlib'] / (raw * threads):6.2f} and "
+          f"{steps / t_e2e['zlib'] / naive:.2f}")
     print(f"where the rest goes: thread scaling of the rollouts alone "
           f"{steps / t_pool / (raw * threads):.2f}, end to end / rollouts alone "
           f"{e2e / (steps / t_pool):.2f}")

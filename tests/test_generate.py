@@ -149,8 +149,9 @@ def test_cli_unknown_config_key(tmp_path):
     assert res.returncode == 2 and "unknown key generate.min_move" in res.stderr
 
 
+@pytest.mark.parametrize("encoder", sorted(dataset.GZIP_ENCODERS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_precompressed_chunks_read_back_exactly(tmp_path, dtype):
+def test_precompressed_chunks_read_back_exactly(tmp_path, dtype, encoder):
     """The gzip chunks compressed by quadpipe decode, through HDF5's own filters, to the data."""
     rng = np.random.default_rng(0)
     t = 2500  # not a multiple of the chunk: the padded edge chunk must decode too
@@ -159,10 +160,36 @@ def test_precompressed_chunks_read_back_exactly(tmp_path, dtype):
     traj = dataset.Trajectory(command_sequence=np.array([1]), initial_state=np.zeros(36),
                               initial_qpos=np.zeros(19), initial_qvel=np.zeros(18), attrs={},
                               **arrays)
+    storage = dataset.Storage(dtype=dtype, chunk_steps=1000, gzip_encoder=encoder)
     with h5py.File(tmp_path / "t.h5", "w") as f:
-        dataset.write_trajectory(f, "g", traj, dataset.Storage(dtype=dtype, chunk_steps=1000))
+        dataset.write_trajectory(f, "g", traj, storage)
     with h5py.File(tmp_path / "t.h5") as f:
         for key, values in arrays.items():
             d = f["g"][key]
             assert d.compression == "gzip" and d.shuffle and d.chunks == (1000, values.shape[1])
             np.testing.assert_array_equal(d[()], values.astype(dtype))
+
+
+def test_gzip_encoders_write_different_bytes_of_the_same_data(tmp_path):
+    """Each encoder really is used (their deflate streams differ) and neither changes the data."""
+    rng = np.random.default_rng(1)
+    values = np.cumsum(rng.normal(size=(3000, 36)), axis=0).astype(np.float32)
+    chunks, sizes = {}, {}
+    for encoder in dataset.GZIP_ENCODERS:
+        with h5py.File(tmp_path / f"{encoder}.h5", "w") as f:
+            dataset._write_gzip_chunks(f, "x", values, 1000, 4, dataset.GZIP_ENCODERS[encoder])
+        with h5py.File(tmp_path / f"{encoder}.h5") as f:
+            np.testing.assert_array_equal(f["x"][()], values)
+            chunks[encoder] = f["x"].id.read_direct_chunk((0, 0))[1]
+            sizes[encoder] = sum(f["x"].id.get_chunk_info(i).size for i in range(3))
+    assert chunks["isal"] != chunks["zlib"]
+    assert sizes["isal"] < values.nbytes and sizes["zlib"] < values.nbytes
+
+
+def test_cli_unknown_gzip_encoder(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("generate: {gzip_encoder: zstd}\n")
+    res = run_cli("generate", "--num", "1", "--seed", "1", "--out", str(tmp_path / "s.h5"),
+                  "--config", str(cfg))
+    assert res.returncode != 0 and "generate.gzip_encoder must be one of isal, zlib" in res.stderr
+    assert not (tmp_path / "s.h5").exists()

@@ -63,7 +63,10 @@ class GenerateConfig:
     threads: int = 0  # simulation threads; 0 = all cores
     dtype: str = "float32"  # dtype of states/actions/qpos/qvel in the HDF5 file
     compression: str | None = "gzip"  # h5py filter name, or None
-    compression_level: int = 4
+    compression_level: int = 4  # gzip's 0-9 scale
+    # Who writes the gzip chunks: "isal" (ISA-L, levels above 3 use its 3) or "zlib" (exact
+    # levels). Either file reads the same everywhere; why isal: benchmarks/README.md.
+    gzip_encoder: str = "isal"
     chunk_steps: int = 1600  # HDF5 chunk length along time
     max_attempts_factor: int = 20  # give up after num * factor attempts (a broken expert)
 

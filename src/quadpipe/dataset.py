@@ -31,13 +31,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+from isal import isal_zlib
 
 from quadpipe.errors import DatasetError
 from quadpipe.stability import REASONS
@@ -66,7 +67,18 @@ class Storage:
     dtype: str = "float32"
     compression: str | None = "gzip"
     compression_level: int | None = 4
+    gzip_encoder: str = "isal"
     chunk_steps: int = 1600
+
+
+def _isal_compress(data: bytes, level: int) -> bytes:
+    return isal_zlib.compress(data, min(level, isal_zlib.ISAL_BEST_COMPRESSION))
+
+
+# Deflate encoders for gzip chunks; both write the zlib stream HDF5's deflate filter decodes, and
+# both release the GIL while they compress. ISA-L is ~3x faster than zlib at the same size on
+# these shuffled float columns (benchmarks/README.md), so it is the default.
+GZIP_ENCODERS = {"isal": _isal_compress, "zlib": zlib.compress}
 
 
 @dataclasses.dataclass
@@ -100,7 +112,8 @@ def write_trajectory(f: h5py.Group, name: str, traj: Trajectory, storage: Storag
     for key, (width,) in TIME_SERIES.items():
         data = np.ascontiguousarray(getattr(traj, key), dtype=storage.dtype)
         if storage.compression == "gzip":
-            _write_gzip_chunks(g, key, data, chunk, storage.compression_level or 0)
+            _write_gzip_chunks(g, key, data, chunk, storage.compression_level or 0,
+                               GZIP_ENCODERS[storage.gzip_encoder])
             continue
         kwargs: dict[str, Any] = {}
         if storage.compression:
@@ -114,13 +127,14 @@ def write_trajectory(f: h5py.Group, name: str, traj: Trajectory, storage: Storag
         g.attrs[key] = value
 
 
-def _write_gzip_chunks(g: h5py.Group, key: str, data: np.ndarray, chunk: int, level: int) -> None:
+def _write_gzip_chunks(g: h5py.Group, key: str, data: np.ndarray, chunk: int, level: int,
+                       compress: Callable[[bytes, int], bytes]) -> None:
     """A shuffle+gzip dataset whose chunks are compressed here, then written as they are.
 
-    The bytes are exactly what HDF5's shuffle and deflate filters would store (any reader decodes
-    them the same way), but Python's zlib releases the GIL while it compresses, where h5py's
-    filter pipeline holds it: generation compresses in its worker threads, so this lets one
-    thread compress while the others keep simulating.
+    The chunks are in the format of HDF5's shuffle and deflate filters (any reader decodes them
+    the same way), but the encoder releases the GIL while it compresses, where h5py's filter
+    pipeline holds it: generation compresses in its worker threads, so this lets one thread
+    compress while the others keep simulating.
     """
     rows, width = data.shape
     dset = g.create_dataset(key, shape=data.shape, dtype=data.dtype, chunks=(chunk, width),
@@ -131,7 +145,7 @@ def _write_gzip_chunks(g: h5py.Group, key: str, data: np.ndarray, chunk: int, le
         if len(block) < chunk:  # HDF5 stores edge chunks at full size
             block = np.concatenate([block, np.zeros((chunk - len(block), width), data.dtype)])
         shuffled = block.view(np.uint8).reshape(-1, itemsize).T.tobytes()
-        dset.id.write_direct_chunk((start, 0), zlib.compress(shuffled, level))
+        dset.id.write_direct_chunk((start, 0), compress(shuffled, level))
 
 
 def read_trajectory(f: h5py.File, name: str) -> Trajectory:

@@ -137,7 +137,8 @@ def _sampler(gen: GenerateConfig) -> dict[str, int]:
 
 def _storage(gen: GenerateConfig) -> dataset.Storage:
     return dataset.Storage(dtype=gen.dtype, compression=gen.compression,
-                           compression_level=gen.compression_level, chunk_steps=gen.chunk_steps)
+                           compression_level=gen.compression_level,
+                           gzip_encoder=gen.gzip_encoder, chunk_steps=gen.chunk_steps)
 
 
 def _check_args(out: Path, num: int, seed: int, shard: int, gen: GenerateConfig) -> None:
@@ -150,6 +151,9 @@ def _check_args(out: Path, num: int, seed: int, shard: int, gen: GenerateConfig)
                             f"generate.max_moves ({gen.max_moves})")
     if gen.dtype not in ("float32", "float64"):
         raise QuadpipeError(f"generate.dtype must be float32 or float64, got {gen.dtype!r}")
+    if gen.gzip_encoder not in dataset.GZIP_ENCODERS:
+        raise QuadpipeError(f"generate.gzip_encoder must be one of "
+                            f"{', '.join(dataset.GZIP_ENCODERS)}, got {gen.gzip_encoder!r}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         probe = out.with_name(f".{out.name}.probe")
