@@ -58,7 +58,7 @@ def test_standing_has_no_progress() -> None:
 def tiny_policy(tiny_shard, tmp_path_factory):
     out = tmp_path_factory.mktemp("policy")
     train(tiny_shard, out, TrainConfig(epochs=1, sample_stride=10, hidden=(32, 32, 16), horizon=200,
-                      waypoint_every=40),
+                      waypoint_every=40, dagger_rounds=0),
           progress=False)
     return out / "best.pt"
 

@@ -19,7 +19,7 @@ from quadpipe.train import TrainConfig, load_arrays, prepare, train
 # No noise augmentation here, so the training loss is the plain imitation loss.
 TINY_TRAIN = TrainConfig(epochs=4, lr_decay_epoch=4, sample_stride=5, hidden=(64, 64, 32),
                          batch_size=64, device="cpu", horizon=200, waypoint_every=40,
-                         noise_q=0.0, noise_qd=0.0, noise_base=0.0)
+                         noise_q=0.0, noise_qd=0.0, noise_base=0.0, dagger_rounds=0)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_heading_frame_is_invariant_to_where_and_which_way(tiny_shard) -> None:
 def test_cli_train_and_bad_config(tiny_shard, tmp_path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text("train:\n  epochs: 1\n  sample_stride: 20\n  hidden: [32, 32, 16]\n"
-                   "  horizon: 200\n  waypoint_every: 40\n")
+                   "  horizon: 200\n  waypoint_every: 40\n  dagger_rounds: 0\n")
     assert main(["train", "--dataset", str(tiny_shard), "--out-dir", str(tmp_path / "t"),
                  "--config", str(cfg)]) == 0
     assert (tmp_path / "t" / "best.pt").exists()

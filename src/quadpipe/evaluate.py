@@ -151,7 +151,7 @@ def path_metrics(qpos: np.ndarray, kind: str, cfg: EvalConfig, dt: float) -> dic
     fell_mask = fallen(qpos)
     fell = bool(fell_mask.any())
     target_len = cfg.speed * cfg.duration
-    proj = Projector(kind, cfg.radius, q0[:2], float(yaw(q0[3:7])), target_len + 2.0)
+    proj = Projector.for_kind(kind, cfg.radius, q0[:2], float(yaw(q0[3:7])), target_len + 2.0)
     sub = steps[::20]
     s = np.array([proj.project(qpos[i, :2]) for i in sub])
     cross = np.array([np.sqrt(np.min(np.sum((proj.xy - qpos[i, :2]) ** 2, axis=1)))

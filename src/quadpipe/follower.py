@@ -20,7 +20,7 @@ from mujoco import rollout as mj_rollout
 from quadpipe.config import ExpertConfig
 from quadpipe.expert import KNOBS_AT_REST, MODE_FORWARD, filter_knobs, joint_references
 from quadpipe.model import build_model, full_state
-from quadpipe.paths import path_xy
+from quadpipe.paths import path_xy, place
 from quadpipe.rollout import Rollout
 from quadpipe.state import yaw
 
@@ -37,18 +37,23 @@ class FollowerConfig:
 
 
 class Projector:
-    """Nearest arc length on a path, searched in a window after the previous one (monotone-ish)."""
+    """Nearest arc length on a polyline path, searched in a window after the previous one.
 
-    def __init__(self, kind: str, radius: float, start_xy: np.ndarray, start_yaw: float,
-                 length: float, resolution: float = 0.005) -> None:
-        from quadpipe.paths import place
+    The window keeps the projection monotone-ish, so a figure8 crossing cannot make it jump.
+    `s` (N,) arc lengths and `xy` (N, 2) world points, sampled densely (5 mm for the paths here).
+    """
 
-        self.s = np.arange(0.0, length + resolution, resolution)
-        self.xy = place(path_xy(kind, self.s, radius), start_xy, start_yaw)
-        self.kind, self.radius = kind, radius
-        self.start_xy, self.start_yaw = np.asarray(start_xy)[:2], start_yaw
+    def __init__(self, s: np.ndarray, xy: np.ndarray) -> None:
+        self.s, self.xy = np.asarray(s, dtype=float), np.asarray(xy, dtype=float)
+        self.res = float(self.s[1] - self.s[0])
         self.last = 0
-        self.res = resolution
+
+    @classmethod
+    def for_kind(cls, kind: str, radius: float, start_xy: np.ndarray, start_yaw: float,
+                 length: float, resolution: float = 0.005) -> Projector:
+        """Path `kind` of quadpipe.paths placed at the robot's start, `length` m of it."""
+        s = np.arange(0.0, length + resolution, resolution)
+        return cls(s, place(path_xy(kind, s, radius), start_xy, start_yaw))
 
     def project(self, xy: np.ndarray, back: float = 0.3, ahead: float = 0.6) -> float:
         lo = max(0, self.last - int(back / self.res))
@@ -58,10 +63,8 @@ class Projector:
         return float(self.s[self.last])
 
     def point(self, s: float) -> np.ndarray:
-        from quadpipe.paths import place
-
-        return place(path_xy(self.kind, np.array([s]), self.radius), self.start_xy,
-                     self.start_yaw)[0]
+        """(2,) the path point at arc length s (linear between samples, the end beyond it)."""
+        return np.array([np.interp(s, self.s, self.xy[:, 0]), np.interp(s, self.s, self.xy[:, 1])])
 
 
 def knob_target(turn: float, scale: float, cfg: ExpertConfig) -> np.ndarray:
@@ -69,6 +72,35 @@ def knob_target(turn: float, scale: float, cfg: ExpertConfig) -> np.ndarray:
     d = cfg.turn_scale_delta
     return np.array([scale * (1.0 - d * turn), scale * (1.0 + d * turn),
                      -cfg.turn_hip_bias[0] * turn, -cfg.turn_hip_bias[1] * turn])
+
+
+class Steering:
+    """The follower's steering law and knob filter state, chunk by chunk.
+
+    One implementation serves the expert's own runs (`follow_path`) and DAgger, where the same law
+    labels the states a policy visits (quadpipe.dagger).
+    """
+
+    def __init__(self, proj: Projector, speed: float, expert: ExpertConfig,
+                 cfg: FollowerConfig) -> None:
+        self.proj, self.speed, self.expert, self.cfg = proj, speed, expert, cfg
+        self.knobs = KNOBS_AT_REST.copy()
+
+    def references(self, qpos: np.ndarray, step: int, n: int) -> np.ndarray:
+        """(n, 12) joint references for steps step+1 .. step+n, steered from pose `qpos` (19,)."""
+        cfg, expert = self.cfg, self.expert
+        s = self.proj.project(qpos[:2])
+        look = self.proj.point(s + cfg.lookahead)
+        err = np.arctan2(look[1] - qpos[1], look[0] - qpos[0]) - yaw(qpos[3:7])
+        err = (err + np.pi) % (2.0 * np.pi) - np.pi
+        turn = float(np.clip(err / cfg.heading_saturation, -1.0, 1.0))
+        lead = s - self.speed * step * expert.dt
+        scale = float(np.clip(1.0 - 0.5 * lead / cfg.slow_distance, cfg.min_scale, 1.0))
+        targets = np.tile(knob_target(turn, scale, expert), (n, 1))
+        k = filter_knobs(targets, expert, start=self.knobs)
+        self.knobs = k[-1]
+        steps = np.arange(step + 1, step + n + 1)
+        return joint_references(steps, np.full(n, MODE_FORWARD, dtype=np.int8), k)
 
 
 def follow_path(kind: str, num_steps: int, speed: float, radius: float, start_qpos: np.ndarray,
@@ -82,29 +114,17 @@ def follow_path(kind: str, num_steps: int, speed: float, radius: float, start_qp
     data = mujoco.MjData(model)
     start_yaw = float(yaw(start_qpos[3:7]))
     length = speed * num_steps * expert.dt + 2.0 * cfg.lookahead + 1.0
-    proj = Projector(kind, radius, start_qpos[:2], start_yaw, length)
+    steer = Steering(Projector.for_kind(kind, radius, start_qpos[:2], start_yaw, length), speed,
+                     expert, cfg)
     state = full_state(model, start_qpos)
     nq, nv = model.nq, model.nv
     qpos = [np.asarray(start_qpos, dtype=float)[None]]
     qvel = [np.zeros((1, nv))]
     torque = []
-    knobs = KNOBS_AT_REST.copy()
     step = 0
     while step < num_steps:
         n = min(cfg.chunk_steps, num_steps - step)
-        q = qpos[-1][-1]
-        s = proj.project(q[:2])
-        look = proj.point(s + cfg.lookahead)
-        err = np.arctan2(look[1] - q[1], look[0] - q[0]) - yaw(q[3:7])
-        err = (err + np.pi) % (2.0 * np.pi) - np.pi
-        turn = float(np.clip(err / cfg.heading_saturation, -1.0, 1.0))
-        lead = s - speed * step * expert.dt
-        scale = float(np.clip(1.0 - 0.5 * lead / cfg.slow_distance, cfg.min_scale, 1.0))
-        targets = np.tile(knob_target(turn, scale, expert), (n, 1))
-        k = filter_knobs(targets, expert, start=knobs)
-        knobs = k[-1]
-        steps = np.arange(step + 1, step + n + 1)
-        ctrl = joint_references(steps, np.full(n, MODE_FORWARD, dtype=np.int8), k)
+        ctrl = steer.references(qpos[-1][-1], step, n)
         states, sensors = mj_rollout.rollout(model, data, state[None], ctrl[None],
                                              initial_warmstart=np.zeros((1, nv)))
         state = states[0, -1]

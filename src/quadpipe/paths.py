@@ -68,3 +68,43 @@ def target(kind: str, num_steps: int, dt: float, speed: float, radius: float,
         raise ConfigError(f"eval.speed must be > 0, got {speed}")
     s = speed * dt * np.arange(num_steps)
     return place(path_xy(kind, s, radius), start_xy, start_yaw)
+
+
+# Random paths for DAgger (quadpipe.dagger): pieces of the kinds the evaluation paths are made of
+# (straight runs, arcs, sharp corners) with random lengths, radii and angles, so the policy learns
+# to follow paths in general, not the four evaluation paths.
+STRAIGHT_M = (0.3, 1.5)  # straight piece length
+ARC_RADIUS_M = (0.7, 2.5)
+ARC_ANGLE_DEG = (30.0, 180.0)
+CORNER_DEG = (20.0, 75.0)  # heading jump at a sharp corner
+
+
+def random_path(rng: np.random.Generator, length: float, resolution: float = 0.005
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(s (N,), xy (N, 2)) a random path from the origin heading +x, sampled every `resolution` m.
+
+    Built from its heading along the arc length: straight pieces keep it, arcs turn it at a
+    constant rate, corners jump it (a zigzag's kink).
+    """
+    s = np.arange(0.0, length + resolution, resolution)
+    heading = np.empty_like(s)
+    pos, angle = 0, 0.0
+    while pos < len(s):
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            n = int(rng.uniform(*STRAIGHT_M) / resolution)
+            heading[pos:pos + n] = angle
+        elif kind == 1:
+            radius = rng.uniform(*ARC_RADIUS_M)
+            turn = np.deg2rad(rng.uniform(*ARC_ANGLE_DEG)) * rng.choice([-1.0, 1.0])
+            n = max(1, int(abs(turn) * radius / resolution))
+            heading[pos:pos + n] = angle + turn * np.arange(1, n + 1)[:len(s) - pos] / n
+            angle += turn
+        else:
+            angle += np.deg2rad(rng.uniform(*CORNER_DEG)) * rng.choice([-1.0, 1.0])
+            n = int(rng.uniform(*STRAIGHT_M) / resolution)
+            heading[pos:pos + n] = angle
+        pos += n
+    steps = np.stack([np.cos(heading), np.sin(heading)], axis=-1) * resolution
+    xy = np.concatenate([np.zeros((1, 2)), np.cumsum(steps[:-1], axis=0)])
+    return s, xy

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from quadpipe import dataset
+from quadpipe.config import ExpertConfig, expert_from_json
 from quadpipe.errors import ConfigError, DatasetError
 from quadpipe.policy import Policy, save_checkpoint
 from quadpipe.samples import ObsConfig, trajectory_phase, trajectory_samples
@@ -55,7 +56,15 @@ class TrainConfig:
     noise_qd: float = 1.0  # rad/s, std of joint-velocity noise (relabelled likewise)
     noise_base: float = 0.5  # std of base-state noise (z, orientation, velocities), in units of
     # each column's std; labels unchanged (the expert ignores the base state); 0 = off
-    threads: int = 1  # torch CPU threads (1 is as fast for this MLP and immune to busy cores)
+    # DAgger on random paths after behaviour cloning (quadpipe.dagger; why: docs/training.md)
+    dagger_rounds: int = 2  # 0 = plain behaviour cloning
+    dagger_episodes: int = 64  # episodes per round, each on its own random path
+    dagger_seconds: float = 8.0  # s per episode (from standing)
+    dagger_stride: int = 5  # record every k-th step of an episode
+    dagger_epochs: int = 4  # epochs on the aggregated samples after each round
+    dagger_expert_share: float = 0.5  # share of round 1's episodes the expert drives; halved
+    # each further round (the rest run the policy)
+    threads: int = 1  # torch CPU threads and DAgger simulation threads
     path_frame: str = "heading"  # "heading" (robot-centred) or "world" (the original's inputs)
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
@@ -64,7 +73,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if min(self.noise_q, self.noise_qd, self.noise_base) < 0:
             raise ConfigError("train.noise_q, noise_qd and noise_base must be >= 0")
-        for key in ("epochs", "batch_size", "sample_stride"):
+        if self.dagger_rounds < 0 or not 0.0 <= self.dagger_expert_share <= 1.0:
+            raise ConfigError("train.dagger_rounds must be >= 0 and train.dagger_expert_share "
+                              "in [0, 1]")
+        if self.dagger_rounds and self.dagger_seconds <= 0:
+            raise ConfigError(f"train.dagger_seconds must be > 0, got {self.dagger_seconds}")
+        for key in ("epochs", "batch_size", "sample_stride", "dagger_episodes", "dagger_stride",
+                    "dagger_epochs"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0:
@@ -152,10 +167,18 @@ def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, strid
     return meta
 
 
+def _dataset_expert(path: Path) -> ExpertConfig:
+    """The expert settings that made the dataset: DAgger must label with the same expert."""
+    with dataset.open_file(path) as f:
+        try:
+            return expert_from_json(f.attrs["config_json"])
+        except (KeyError, ValueError) as exc:
+            raise DatasetError(f"{path}: root attribute config_json is missing or unreadable "
+                               f"({exc}); regenerate the file with `quadpipe generate`") from exc
+
+
 def _expert_gains(f, path: Path) -> dict[str, list[float] | float]:
     """Kp, Kd (12,) and the torque limit of the expert that made the file (its config_json)."""
-    from quadpipe.config import expert_from_json
-
     try:
         exp = expert_from_json(f.attrs["config_json"])
     except (KeyError, ValueError) as exc:
@@ -196,17 +219,29 @@ def resolve_device(name: str) -> torch.device:
 
 
 class _Batches(torch.utils.data.Dataset):
-    """Batch i of an epoch = rows perm[i*B:(i+1)*B] (sorted, for sequential memmap reads)."""
+    """Batch i of an epoch = rows perm[i*B:(i+1)*B] of the sources stacked end to end.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch: int, perm: np.ndarray) -> None:
-        self.x, self.y, self.batch, self.perm = x, y, batch, perm
+    The sources are the prepared memory maps and the in-memory DAgger samples; rows of a batch are
+    read sorted, for sequential memmap reads.
+    """
+
+    def __init__(self, sources: list[tuple[np.ndarray, np.ndarray]], batch: int,
+                 perm: np.ndarray) -> None:
+        self.sources, self.batch, self.perm = sources, batch, perm
+        self.starts = np.cumsum([0] + [len(x) for x, _ in sources])
 
     def __len__(self) -> int:
         return math.ceil(len(self.perm) / self.batch)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.sort(self.perm[i * self.batch:(i + 1) * self.batch])
-        return torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx])
+        xs, ys = [], []
+        for (x, y), a, b in zip(self.sources, self.starts[:-1], self.starts[1:], strict=True):
+            rows = idx[(idx >= a) & (idx < b)] - a
+            if len(rows):
+                xs.append(x[rows])
+                ys.append(y[rows])
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
 def _valid_loss(policy: Policy, x: np.ndarray, y: np.ndarray, device: torch.device,
@@ -289,19 +324,33 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
         if cfg.noise_q or cfg.noise_qd or cfg.noise_base else None
     if device.type == "cpu" and cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    sources = [(xt, yt)]
+    expert = _dataset_expert(Path(dataset_path)) if cfg.dagger_rounds else ExpertConfig()
     history: list[dict[str, float]] = []
     best = (math.inf, 0)
+    dag: dict[str, float] = {"dagger_samples": 0, "dagger_fall_fraction": math.nan,
+                             "dagger_torque_rmse": math.nan}
     log.info("training on %d samples (%d valid), device %s", len(xt), len(xv), device)
-    for epoch in range(1, cfg.epochs + 1):
+    schedule = [(0, e) for e in range(1, cfg.epochs + 1)] + [
+        (r, cfg.epochs + (r - 1) * cfg.dagger_epochs + e)
+        for r in range(1, cfg.dagger_rounds + 1) for e in range(1, cfg.dagger_epochs + 1)]
+    last_round, total = cfg.dagger_rounds, len(schedule)
+    for rnd, epoch in schedule:
+        if rnd and epoch == cfg.epochs + (rnd - 1) * cfg.dagger_epochs + 1:
+            x_new, y_new, stats = _dagger_round(policy, cfg, expert, rnd)
+            sources.append((x_new, y_new))
+            dag = {"dagger_samples": sum(len(x) for x, _ in sources[1:]), **stats}
+            policy.to(device)
         lr = cfg.lr * (0.1 if 0 < cfg.lr_decay_epoch <= epoch else 1.0)
         for group in opt.param_groups:
             group["lr"] = lr
+        n_rows = sum(len(x) for x, _ in sources)
         loader = torch.utils.data.DataLoader(
-            _Batches(xt, yt, cfg.batch_size, rng.permutation(len(xt))), batch_size=None,
+            _Batches(sources, cfg.batch_size, rng.permutation(n_rows)), batch_size=None,
             shuffle=False, num_workers=cfg.num_workers)
         policy.train()
-        start, total, seen = time.perf_counter(), 0.0, 0
-        bar = _progress(loader, progress, f"epoch {epoch}/{cfg.epochs}")
+        start, loss_sum, seen = time.perf_counter(), 0.0, 0
+        bar = _progress(loader, progress, f"epoch {epoch}/{total}")
         for xb, yb in bar:
             xb, yb = xb.to(device), yb.to(device)
             if noise is not None:
@@ -312,19 +361,20 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
             opt.step()
-            total += float(loss.detach()) * len(xb)
+            loss_sum += float(loss.detach()) * len(xb)
             seen += len(xb)
         seconds = time.perf_counter() - start
         vloss = _valid_loss(policy, xv, yv, device)
-        row = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1), "valid_loss": vloss,
-               "seconds": seconds, "samples_per_s": seen / seconds}
+        row = {"epoch": epoch, "round": rnd, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+               "valid_loss": vloss, "seconds": seconds, "samples_per_s": seen / seconds, **dag}
         history.append(row)
-        log.info("epoch %d: train %.4f valid %.4f (%.0f samples/s)", epoch, row["train_loss"],
-                 vloss, row["samples_per_s"])
+        log.info("epoch %d (round %d): train %.4f valid %.4f (%.0f samples/s)", epoch, rnd,
+                 row["train_loss"], vloss, row["samples_per_s"])
+        # best.pt comes from the last round: earlier policies never saw their own states.
         score = vloss if not math.isnan(vloss) else row["train_loss"]
         extra = {"epoch": epoch, "valid_loss": vloss, "train_loss": row["train_loss"],
-                 "dataset": str(dataset_path)}
-        if score < best[0]:
+                 "dataset": str(dataset_path), "dagger_round": rnd}
+        if rnd == last_round and score < best[0]:
             best = (score, epoch)
             save_checkpoint(out / "best.pt", policy.cpu(), cfg.obs, cfg, extra)
             policy.to(device)
@@ -333,7 +383,25 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     plot_history(history, out / "loss.png")
     return {"best_epoch": best[1], "best_valid_loss": best[0], "history": history,
             "train_samples": len(xt), "valid_samples": len(xv),
+            "dagger_samples": int(dag["dagger_samples"]),
             "samples_per_s": float(np.median([h["samples_per_s"] for h in history]))}
+
+
+def _dagger_round(policy: Policy, cfg: TrainConfig, expert: ExpertConfig, rnd: int
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Collect round `rnd` of DAgger samples with the current policy (quadpipe.dagger)."""
+    from quadpipe import dagger
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(rnd,)))
+    got = dagger.collect(policy, cfg.obs, expert, cfg.dagger_episodes, cfg.dagger_seconds,
+                         cfg.dagger_stride, cfg.dagger_expert_share / 2 ** (rnd - 1), rng,
+                         threads=max(1, cfg.threads))
+    log.info("DAgger round %d: %d samples in %.0f s; policy episodes fell %.0f%%, torque error "
+             "%.2f N m RMS", rnd, len(got.x), time.perf_counter() - start,
+             100 * got.fall_fraction, got.torque_rmse)
+    stats = {"dagger_fall_fraction": got.fall_fraction, "dagger_torque_rmse": got.torque_rmse}
+    return got.x, got.y, stats
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:

@@ -1,0 +1,82 @@
+"""DAgger on random paths: exact expert labels, reproducible rounds, aggregation into training."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from quadpipe import dagger, dataset
+from quadpipe.config import ExpertConfig, expert_from_json
+from quadpipe.expert import references
+from quadpipe.paths import CORNER_DEG, random_path
+from quadpipe.policy import Policy, load_checkpoint
+from quadpipe.samples import ObsConfig
+from quadpipe.train import TrainConfig, train
+
+OBS = ObsConfig(horizon=200, waypoint_every=40, gait_clock=True)
+
+
+def test_label_is_the_torque_the_expert_applied(tiny_shard) -> None:
+    """The DAgger label formula, at the expert's own states, gives the torques stored in the shard
+    (which MuJoCo's position actuators applied): the label is exact, not a learned estimate."""
+    with dataset.open_file(tiny_shard) as f:
+        expert = expert_from_json(f.attrs["config_json"])
+        for name in dataset.trajectory_names(f):
+            g = f[name]
+            label = dagger.expert_torque(g["qpos"][()].astype(float), g["qvel"][()].astype(float),
+                                         references(g["command_sequence"][()], expert), expert)
+            np.testing.assert_allclose(label, g["actions"][()], atol=1e-4)  # float32 file
+
+
+def test_random_path_is_arc_length_sampled_with_bounded_corners() -> None:
+    s, xy = random_path(np.random.default_rng(3), 12.0)
+    steps = np.diff(xy, axis=0)
+    np.testing.assert_allclose(np.linalg.norm(steps, axis=1), 0.005, rtol=1e-9)
+    assert s[-1] == pytest.approx(12.0) and np.all(xy[0] == 0.0)
+    heading = np.unwrap(np.arctan2(steps[:, 1], steps[:, 0]))
+    assert np.abs(np.diff(heading)).max() <= np.deg2rad(CORNER_DEG[1]) + 1e-9
+    assert np.ptp(heading) > np.deg2rad(30)  # it does turn
+    _, other = random_path(np.random.default_rng(4), 12.0)
+    assert not np.allclose(xy, other)
+
+
+def _collect(policy: Policy, share: float, seed: int = 0) -> dagger.Collected:
+    return dagger.collect(policy, OBS, ExpertConfig(), episodes=3, seconds=0.3, stride=10,
+                          expert_share=share, rng=np.random.default_rng(seed), threads=2)
+
+
+def test_expert_driven_episodes_walk_and_repeat_exactly() -> None:
+    torch.manual_seed(0)
+    policy = Policy(OBS.dim, 12, (16, 16, 16))  # untrained: only the expert's episodes walk
+    a, b = _collect(policy, 1.0), _collect(policy, 1.0)
+    assert a.x.shape == (3 * 30, OBS.dim) and a.y.shape == (3 * 30, 12)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.y, b.y)
+    assert a.fall_fraction == 0.0 and a.torque_rmse == 0.0  # no policy-driven episode
+    assert np.abs(a.y).max() <= ExpertConfig().torque_limit
+    c = _collect(policy, 0.0)  # the untrained policy drives: its torques are far from the labels
+    assert c.torque_rmse > 1.0
+    assert not np.array_equal(c.x, a.x)
+
+
+def test_dagger_rounds_add_samples_and_best_comes_from_the_last_round(tiny_shard, tmp_path):
+    cfg = TrainConfig(epochs=2, lr_decay_epoch=0, sample_stride=5, hidden=(32, 32, 32),
+                      batch_size=64, device="cpu", horizon=200, waypoint_every=40,
+                      dagger_rounds=2, dagger_episodes=2, dagger_seconds=0.3, dagger_stride=10,
+                      dagger_epochs=1, dagger_expert_share=1.0)
+    summary = train(tiny_shard, tmp_path, cfg, progress=False)
+    with (tmp_path / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(int(r["epoch"]), int(r["round"])) for r in rows] == [(1, 0), (2, 0), (3, 1), (4, 2)]
+    # round 1: 2 episodes x 30 samples, both expert-driven; round 2: expert share 0.5 -> 1 of 2
+    assert [int(r["dagger_samples"]) for r in rows][2] == 60
+    assert summary["dagger_samples"] >= 60 + 3  # round 2's policy episode may fall early
+    _, _, ckpt = load_checkpoint(tmp_path / "best.pt")
+    assert ckpt["dagger_round"] == 2 and ckpt["epoch"] == 4
+    plain = train(tiny_shard, tmp_path / "plain", dataclasses.replace(cfg, dagger_rounds=0),
+                  progress=False)
+    assert plain["dagger_samples"] == 0 and len(plain["history"]) == 2
