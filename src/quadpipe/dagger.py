@@ -15,18 +15,18 @@ target exactly as the evaluation does (quadpipe.evaluate.run_policy).
 
 In round r a share beta / 2**(r-1) of the episodes is driven by the expert itself (fresh
 demonstrations of path following), the rest by the policy. All episodes run as one batch: one MLP
-call and one threaded `mujoco.rollout` step per time step.
+call and one `mj_step` per episode (over a few threads) per time step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import mujoco
 import numpy as np
 import torch
-from mujoco import rollout as mj_rollout
 
 from quadpipe.config import ExpertConfig
 from quadpipe.evaluate import fallen, start_qpos
@@ -35,7 +35,6 @@ from quadpipe.follower import FollowerConfig, Projector, Steering
 from quadpipe.model import build_model
 from quadpipe.paths import place, random_path
 from quadpipe.policy import Policy
-from quadpipe.rollout import _state_slices
 from quadpipe.samples import ObsConfig, observe
 from quadpipe.state import yaw
 
@@ -70,15 +69,7 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
     teach nothing about walking.
     """
     model = build_model(expert, pd="torque")
-    datas = [mujoco.MjData(model) for _ in range(max(1, threads))]
-    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    nstate = mujoco.mj_stateSize(model, spec)
-    _, sq, sv = _state_slices(model)
     q0 = start_qpos(model)
-    d = datas[0]
-    d.qpos[:] = q0
-    s0 = np.empty(nstate)
-    mujoco.mj_getState(model, d, s0, spec)
 
     num = int(round(seconds / expert.dt))
     steps = np.arange(num)
@@ -97,7 +88,7 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
         future[i, :, :, 2] = q0[2]
         steering.append(Steering(Projector(s, xy), speeds[i], expert, follower))
 
-    state = np.tile(s0, (episodes, 1))
+    sim = _Episodes(model, q0, episodes, threads)
     refs = np.empty((episodes, follower.chunk_steps, 12))
     alive = np.ones(episodes, dtype=bool)
     xs, ys = [], []
@@ -107,7 +98,7 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
     with torch.inference_mode():
         for k in range(num):
             idx = np.flatnonzero(alive)
-            qpos, qvel = state[idx, sq], state[idx, sv]
+            qpos, qvel = sim.qpos[idx], sim.qvel[idx]
             down = fallen(qpos)
             if down.any():
                 alive[idx[down]] = False
@@ -130,12 +121,8 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
             if k % stride == 0:
                 xs.append(x)
                 ys.append(label.astype(np.float32))
-            act = np.where(by_policy[:, None], np.clip(u, -limit, limit), label)
-            out = np.empty((len(idx), 1, nstate))
-            mj_rollout.rollout([model] * len(idx), datas, state[idx], act[:, None, :], nstep=1,
-                               skip_checks=True, state=out,
-                               sensordata=np.empty((len(idx), 1, model.nsensordata)))
-            state[idx] = out[:, 0]
+            sim.step(idx, np.where(by_policy[:, None], np.clip(u, -limit, limit), label))
+    sim.close()
     policy_eps = ~driven_by_expert
     return Collected(
         x=np.concatenate(xs) if xs else np.zeros((0, obs.dim), np.float32),
@@ -143,6 +130,43 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
         steps=int(sum(len(x) for x in xs)) * stride,
         fall_fraction=float(np.mean(~alive[policy_eps])) if policy_eps.any() else 0.0,
         torque_rmse=float(np.sqrt(sq_err / max(count, 1))))
+
+
+class _Episodes:
+    """One MjData per episode, stepped with `mj_step` like the evaluation's closed loop (the
+    solver's warm start carries over between steps); the episodes are split over `threads`
+    Python threads, which run in parallel because `mj_step` releases the GIL."""
+
+    def __init__(self, model: mujoco.MjModel, qpos0: np.ndarray, episodes: int, threads: int):
+        self.model = model
+        self.datas = [mujoco.MjData(model) for _ in range(episodes)]
+        for d in self.datas:
+            d.qpos[:] = qpos0
+            mujoco.mj_forward(model, d)
+        self.qpos = np.tile(qpos0, (episodes, 1))
+        self.qvel = np.zeros((episodes, model.nv))
+        self.threads = max(1, threads)
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def _run(self, idx: np.ndarray, ctrl: np.ndarray) -> None:
+        for i, u in zip(idx, ctrl, strict=True):
+            d = self.datas[i]
+            d.ctrl[:] = u
+            mujoco.mj_step(self.model, d)
+            self.qpos[i] = d.qpos
+            self.qvel[i] = d.qvel
+
+    def step(self, idx: np.ndarray, ctrl: np.ndarray) -> None:
+        """One step of episodes `idx` with torques ctrl (len(idx), 12)."""
+        if self.pool is None or len(idx) < 2:
+            self._run(idx, ctrl)
+            return
+        parts = np.array_split(np.arange(len(idx)), self.threads)
+        list(self.pool.map(lambda p: self._run(idx[p], ctrl[p]), parts))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def summary(c: Collected) -> dict[str, Any]:
