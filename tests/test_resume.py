@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import pytest
 from helpers import file_contents
 
@@ -57,7 +58,8 @@ def test_sigkill_and_resume_equals_straight_run(tmp_path):
 
     resumed = tmp_path / "resumed" / "s.h5"
     # Kill mid-simulation twice (after new journal lines), once right after start-up (while the
-    # journal is replayed), then while the finished shard is being written (its temp file exists).
+    # journal is replayed), once as soon as the shard's temp file exists (while the journal's
+    # trajectories are copied in), then in the final write (the last journal line is written).
     killed = [kill_when(start(resumed, cfg), lambda: journal_lines(resumed) >= 3)]
     n = journal_lines(resumed)
     killed.append(kill_when(start(resumed, cfg), lambda: journal_lines(resumed) >= n + 3))
@@ -65,6 +67,10 @@ def test_sigkill_and_resume_equals_straight_run(tmp_path):
     killed.append(kill_when(start(resumed, cfg), lambda: time.monotonic() - t0 > 1.0))
     killed.append(kill_when(start(resumed, cfg),
                             lambda: any(resumed.parent.glob(f".{resumed.name}.tmp-*"))))
+    with h5py.File(straight) as f:
+        attempts = int(f.attrs["total_attempts"])
+    last_line = attempts + 1  # the header, then one line per attempt
+    killed.append(kill_when(start(resumed, cfg), lambda: journal_lines(resumed) >= last_line))
     assert killed[:2] == [True, True], killed
     proc = start(resumed, cfg)
     assert proc.wait(timeout=300) == 0, proc.stderr.read()

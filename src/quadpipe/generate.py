@@ -3,9 +3,10 @@
 Attempt i of shard k draws its commands from (seed, k, i) alone. Attempts run in C threads, and
 their outcomes are consumed strictly in attempt order, so the shard is "the first N stable attempts"
 whatever the thread count, batching or interruptions. Each outcome goes to the resume journal
-(quadpipe.journal) as it is consumed; a restarted shard replays the journal and continues, and the
-finished shard is written atomically from the journal, so a resumed shard equals an uninterrupted
-one in every dataset and attribute.
+(quadpipe.journal) as it is consumed; a restarted shard replays the journal and continues. The
+shard file is built beside its final name from the accepted side files, in order, as they are
+consumed, and renamed into place when complete, so a resumed shard equals an uninterrupted one in
+every dataset and attribute and a reader never sees half a shard.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import logging
 import sys
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -76,30 +78,35 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
     initial = full_state(model, initial_qpos)
     bar = _progress_bar(num, progress)
     try:
-        accepted = _run_attempts(journal, model, initial, num, seed, shard, expert, stability,
-                                 gen, bar)
+        # The shard is assembled while the attempts run: each accepted side file is copied in
+        # as soon as it is consumed, so the copy overlaps the other threads' simulation.
+        with dataset.atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as dst:
+            shard_file = _ShardFile(dst, journal)
+            accepted = _run_attempts(journal, model, initial, num, seed, shard, expert,
+                                     stability, gen, bar, shard_file.add)
+            used = journal.outcomes[: accepted[-1] + 1]
+            counts = Counter(used)
+            summary = {
+                "num_trajectories": num,
+                "stable_count": num,
+                "rejected_count": len(used) - num,
+                "total_attempts": len(used),
+                "acceptance_rate": num / len(used),
+                "random_seed": seed,
+                "shard": shard,
+                "dt": expert.dt,
+                "cmd_duration": expert.cmd_duration,
+                # Always 0: a resumed shard is identical to an uninterrupted one, so where a run
+                # resumed is not part of the data (the log says it). Kept for readers of the
+                # original format.
+                "resumed_from": 0,
+                **{f"rejected_{r}": counts.get(r, 0) for r in REASONS},
+                "config_json": header["settings"],
+            }
+            dataset.write_root_attrs(dst, summary)
     finally:
         if bar is not None:
             bar.close()
-    used = journal.outcomes[: accepted[-1] + 1]
-    counts = Counter(used)
-    summary = {
-        "num_trajectories": num,
-        "stable_count": num,
-        "rejected_count": len(used) - num,
-        "total_attempts": len(used),
-        "acceptance_rate": num / len(used),
-        "random_seed": seed,
-        "shard": shard,
-        "dt": expert.dt,
-        "cmd_duration": expert.cmd_duration,
-        # Always 0: a resumed shard is identical to an uninterrupted one, so where a run resumed
-        # is not part of the data (the log says it). Kept for readers of the original format.
-        "resumed_from": 0,
-        **{f"rejected_{r}": counts.get(r, 0) for r in REASONS},
-        "config_json": header["settings"],
-    }
-    _assemble(out, journal, accepted, summary)
     journal.remove()
     log.info("wrote %s: %d trajectories from %d attempts", out, num, len(used))
     return summary
@@ -166,9 +173,15 @@ def _check_args(out: Path, num: int, seed: int, shard: int, gen: GenerateConfig)
 
 def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, num: int,
                   seed: int, shard: int, expert: ExpertConfig, stability: StabilityConfig,
-                  gen: GenerateConfig, bar: Any) -> list[int]:
-    """Consume attempts in order until `num` are stable; return the accepted attempt indices."""
+                  gen: GenerateConfig, bar: Any, on_accept: Callable[[int], None]
+                  ) -> list[int]:
+    """Consume attempts in order until `num` are stable; return the accepted attempt indices.
+
+    `on_accept(attempt)` is called for each accepted attempt in order, after its journal line.
+    """
     accepted = [i for i, r in enumerate(journal.outcomes) if r == STABLE][:num]
+    for attempt in accepted:
+        on_accept(attempt)
     if bar is not None:
         bar.update(len(accepted))
     if len(accepted) == num:
@@ -208,9 +221,10 @@ def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, 
                         f"only {len(accepted)} of {num} trajectories were stable after "
                         f"{max_attempts} attempts; check the expert and stability settings")
                 attempt = window.popleft().result()
+                journal.record(attempt.index, attempt.reason)
                 if attempt.reason == STABLE:
                     accepted.append(attempt.index)
-                journal.record(attempt.index, attempt.reason)
+                    on_accept(attempt.index)
                 if bar is not None:
                     if attempt.reason == STABLE:
                         bar.update(1)
@@ -236,22 +250,25 @@ def _trajectory(attempt: Attempt, r: Rollout, expert: ExpertConfig, seed: int, s
                "random_seed": seed})
 
 
-def _assemble(out: Path, journal: Journal, accepted: list[int], summary: dict[str, Any]) -> None:
-    """Write the shard atomically by copying the accepted side files' groups as they are.
+class _ShardFile:
+    """The shard being written: accepted side files' groups copied in as they are.
 
-    HDF5's object copy moves the compressed chunks without decoding them, so the shard costs
-    little more than the disk copy; ids are the order of acceptance, 1-based.
+    HDF5's object copy moves the compressed chunks without decoding them, so adding a trajectory
+    costs little more than the disk copy; ids are the order of acceptance, 1-based.
     """
-    with dataset.atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as dst:
-        dataset.write_root_attrs(dst, summary)
-        for tid, attempt in enumerate(accepted, start=1):
-            name = dataset.group_name(tid)
-            try:
-                with h5py.File(journal.data_path(attempt), "r") as src:
-                    src.copy(src[SIDE_GROUP], dst, name=name)
-            except (OSError, KeyError) as exc:
-                raise journal.corrupt(attempt, str(exc)) from exc
-            dst[name].attrs["trajectory_id"] = tid
+
+    def __init__(self, dst: h5py.File, journal: Journal) -> None:
+        self.dst, self.journal, self.count = dst, journal, 0
+
+    def add(self, attempt: int) -> None:
+        self.count += 1
+        name = dataset.group_name(self.count)
+        try:
+            with h5py.File(self.journal.data_path(attempt), "r") as src:
+                src.copy(src[SIDE_GROUP], self.dst, name=name)
+        except (OSError, KeyError) as exc:
+            raise self.journal.corrupt(attempt, str(exc)) from exc
+        self.dst[name].attrs["trajectory_id"] = self.count
 
 
 def _progress_bar(num: int, progress: bool | None) -> Any:
