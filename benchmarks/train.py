@@ -4,7 +4,8 @@ Usage: python benchmarks/train.py [--dataset FILE] [--json OUT]
 Without --dataset a small shard is generated in a temporary directory (~1 minute).
 Prints a table: training samples/s (batch 256, the default MLP), the wall time of one simulated
 second (1000 steps) for raw mj_step, the closed-loop policy (observation + MLP + mj_step), and the
-path-following expert (native chunks), and the policy's share of each closed-loop step.
+path-following expert (native chunks), and the policy's share of each closed-loop step; and the
+DAgger collection cost per simulated episode-second with 64 episodes batched.
 """
 
 from __future__ import annotations
@@ -60,6 +61,21 @@ def raw_second(expert: ExpertConfig, steps: int = 3000) -> float:
     return (time.perf_counter() - start) / (steps * expert.dt)
 
 
+def dagger_second(policy: Policy, obs: ObsConfig, expert: ExpertConfig, threads: int,
+                  episodes: int = 64, seconds: float = 1.0) -> float:
+    """Wall seconds per simulated episode-second of DAgger collection (quadpipe.dagger).
+
+    The expert drives every episode (an untrained policy would fall and end them early), but the
+    policy is still evaluated on every state, so the cost per step is that of a real round.
+    """
+    from quadpipe import dagger
+
+    start = time.perf_counter()
+    dagger.collect(policy, obs, expert, episodes, seconds, stride=5, expert_share=1.0,
+                   rng=np.random.default_rng(0), threads=threads)
+    return (time.perf_counter() - start) / (episodes * seconds)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path)
@@ -83,12 +99,14 @@ def main() -> None:
     exp = run_expert("straight", cfg, expert)
     raw = raw_second(expert)
     per_policy = 1.0 / pol.steps_per_s * 1000.0
+    dagger = dagger_second(policy, obs, expert, threads=TrainConfig().threads)
     rows = {
         "training_samples_per_s": rate,
         "raw_mj_step_s_per_sim_s": raw,
         "policy_closed_loop_s_per_sim_s": per_policy,
         "expert_follower_s_per_sim_s": 1000.0 / exp.steps_per_s,
         "policy_share_of_step": 1.0 - raw / per_policy,
+        "dagger_s_per_episode_sim_s": dagger,
         "torch_threads": TrainConfig().threads,
         "load_average_1min": __import__("os").getloadavg()[0],
     }
@@ -98,6 +116,8 @@ def main() -> None:
           f"(policy + observation {rows['policy_share_of_step']:.0%} of each step)")
     expert_ms = rows["expert_follower_s_per_sim_s"] * 1e3
     print(f"expert follower, 1 simulated s:     {expert_ms:10.1f} ms")
+    print(f"DAgger, 64 episodes batched, 1 simulated s of one episode: {dagger * 1e3:6.1f} ms "
+          f"({per_policy / dagger:.1f}x the single closed loop, {dagger / raw:.2f}x raw mj_step)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
