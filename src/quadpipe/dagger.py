@@ -47,7 +47,6 @@ class Collected:
 
     x: np.ndarray
     y: np.ndarray
-    steps: int  # steps simulated, all episodes
     fall_fraction: float  # share of the policy-driven episodes that fell
     torque_rmse: float  # N m, policy vs expert torque over the policy-driven episodes' states
 
@@ -95,7 +94,7 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
     sq_err, count = 0.0, 0
     limit = expert.torque_limit
     policy = policy.cpu().eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), sim:
         for k in range(num):
             idx = np.flatnonzero(alive)
             qpos, qvel = sim.qpos[idx], sim.qvel[idx]
@@ -122,12 +121,10 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
                 xs.append(x)
                 ys.append(label.astype(np.float32))
             sim.step(idx, np.where(by_policy[:, None], np.clip(u, -limit, limit), label))
-    sim.close()
     policy_eps = ~driven_by_expert
     return Collected(
         x=np.concatenate(xs) if xs else np.zeros((0, obs.dim), np.float32),
         y=np.concatenate(ys) if ys else np.zeros((0, 12), np.float32),
-        steps=int(sum(len(x) for x in xs)) * stride,
         fall_fraction=float(np.mean(~alive[policy_eps])) if policy_eps.any() else 0.0,
         torque_rmse=float(np.sqrt(sq_err / max(count, 1))))
 
@@ -164,7 +161,10 @@ class _Episodes:
         parts = np.array_split(np.arange(len(idx)), self.threads)
         list(self.pool.map(lambda p: self._run(idx[p], ctrl[p]), parts))
 
-    def close(self) -> None:
+    def __enter__(self) -> _Episodes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.shutdown()
 
