@@ -422,6 +422,11 @@ def plot_history(history: list[dict[str, float]], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(ep, [h["train_loss"] for h in history], label="train")
     ax.plot(ep, [h["valid_loss"] for h in history], label="valid")
+    starts = [h["epoch"] for i, h in enumerate(history)
+              if h.get("round", 0) and (i == 0 or history[i - 1].get("round") != h["round"])]
+    for k, epoch in enumerate(starts):
+        ax.axvline(epoch - 0.5, color="0.6", linestyle=":",
+                   label="DAgger round starts" if k == 0 else None)
     ax.set(xlabel="epoch", ylabel="MSE (normalised torques)", yscale="log")
     ax.legend()
     fig.tight_layout()
