@@ -56,7 +56,9 @@ def test_checkpoint_is_self_contained(trained, tiny_shard) -> None:
 def test_same_seed_same_model(tiny_shard, tmp_path) -> None:
     import dataclasses
 
-    cfg = dataclasses.replace(TINY_TRAIN, epochs=1, noise_q=0.05, noise_qd=0.5, noise_base=0.5)
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=1, noise_q=0.05, noise_qd=0.5, noise_base=0.5,
+                              dagger_rounds=1, dagger_episodes=3, dagger_seconds=0.3,
+                              dagger_epochs=1, dagger_expert_share=0.4)  # 1 expert, 2 policy
     train(tiny_shard, tmp_path / "a", cfg, sample_dir=tmp_path / "s", progress=False)
     train(tiny_shard, tmp_path / "b", cfg, sample_dir=tmp_path / "s", progress=False)
     a, _, _ = load_checkpoint(tmp_path / "a" / "last.pt")

@@ -1,10 +1,14 @@
-"""Behaviour cloning of the expert: prepare float32 sample arrays, then train the MLP on them.
+"""Behaviour cloning of the expert, then DAgger: prepare float32 sample arrays, train the MLP.
 
 `prepare` streams the dataset one trajectory at a time into memory-mapped .npy files (X, Y per
 split) and accumulates the normalisation statistics, so memory does not grow with the dataset.
 `train` reads batches from those files (the OS page cache does the buffering), optimises the
 original's recipe (AdamW, grad clip, lr x0.1 at the decay epoch, MSE on normalised torques), and
-writes best.pt (lowest validation loss), last.pt, history.csv and loss.png.
+writes best.pt (lowest validation loss), last.pt, history.csv and loss.png. After the
+behaviour-cloning epochs, `dagger_rounds` rounds of DAgger (quadpipe.dagger) add samples of the
+policy's own states labelled by the path-following expert, each round followed by `dagger_epochs`
+epochs on everything; those samples stay in memory (their number is set by the config, not by the
+dataset), and best.pt then comes from the last round.
 
 The split is by trajectory and comes from the dataset (`dataset.split_of`): the original split by
 sample, which put the neighbours of every validation step in the training set.
@@ -334,9 +338,10 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     schedule = [(0, e) for e in range(1, cfg.epochs + 1)] + [
         (r, cfg.epochs + (r - 1) * cfg.dagger_epochs + e)
         for r in range(1, cfg.dagger_rounds + 1) for e in range(1, cfg.dagger_epochs + 1)]
-    last_round, total = cfg.dagger_rounds, len(schedule)
+    last_round, total, current = cfg.dagger_rounds, len(schedule), 0
     for rnd, epoch in schedule:
-        if rnd and epoch == cfg.epochs + (rnd - 1) * cfg.dagger_epochs + 1:
+        if rnd != current:  # a new DAgger round: its samples first, then its epochs
+            current = rnd
             x_new, y_new, stats = _dagger_round(policy, cfg, expert, rnd)
             sources.append((x_new, y_new))
             dag = {"dagger_samples": sum(len(x) for x, _ in sources[1:]), **stats}
