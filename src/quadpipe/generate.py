@@ -84,32 +84,37 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
             shard_file = _ShardFile(dst, journal)
             accepted = _run_attempts(journal, model, initial, num, seed, shard, expert,
                                      stability, gen, bar, shard_file.add)
-            used = journal.outcomes[: accepted[-1] + 1]
-            counts = Counter(used)
-            summary = {
-                "num_trajectories": num,
-                "stable_count": num,
-                "rejected_count": len(used) - num,
-                "total_attempts": len(used),
-                "acceptance_rate": num / len(used),
-                "random_seed": seed,
-                "shard": shard,
-                "dt": expert.dt,
-                "cmd_duration": expert.cmd_duration,
-                # Always 0: a resumed shard is identical to an uninterrupted one, so where a run
-                # resumed is not part of the data (the log says it). Kept for readers of the
-                # original format.
-                "resumed_from": 0,
-                **{f"rejected_{r}": counts.get(r, 0) for r in REASONS},
-                "config_json": header["settings"],
-            }
+            summary = _summary(journal.outcomes[: accepted[-1] + 1], num, seed, shard, expert,
+                               header)
             dataset.write_root_attrs(dst, summary)
     finally:
         if bar is not None:
             bar.close()
     journal.remove()
-    log.info("wrote %s: %d trajectories from %d attempts", out, num, len(used))
+    log.info("wrote %s: %d trajectories from %d attempts", out, num, summary["total_attempts"])
     return summary
+
+
+def _summary(used: list[str], num: int, seed: int, shard: int, expert: ExpertConfig,
+             header: dict[str, Any]) -> dict[str, Any]:
+    """The shard's root attributes, from the outcomes of the attempts it used."""
+    counts = Counter(used)
+    return {
+        "num_trajectories": num,
+        "stable_count": num,
+        "rejected_count": len(used) - num,
+        "total_attempts": len(used),
+        "acceptance_rate": num / len(used),
+        "random_seed": seed,
+        "shard": shard,
+        "dt": expert.dt,
+        "cmd_duration": expert.cmd_duration,
+        # Always 0: a resumed shard is identical to an uninterrupted one, so where a run resumed
+        # is not part of the data (the log says it). Kept for readers of the original format.
+        "resumed_from": 0,
+        **{f"rejected_{r}": counts.get(r, 0) for r in REASONS},
+        "config_json": header["settings"],
+    }
 
 
 def journal_header(seed: int, shard: int, expert: ExpertConfig, stability: StabilityConfig,
