@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import mujoco
 import numpy as np
@@ -168,7 +167,3 @@ class _Episodes:
         if self.pool is not None:
             self.pool.shutdown()
 
-
-def summary(c: Collected) -> dict[str, Any]:
-    return {"dagger_samples": len(c.x), "dagger_fall_fraction": c.fall_fraction,
-            "dagger_torque_rmse": c.torque_rmse}

@@ -127,7 +127,7 @@ def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, strid
         if dataset.TRAIN not in splits:
             raise DatasetError(f"{path}: no trajectory in the train split; use a dataset with "
                                "at least 2 trajectories")
-        gains = _expert_gains(f, path)
+        gains = _expert_gains(_file_expert(f, path))
         counts = {s: 0 for s in SPLITS}
         per_traj = []
         for name in names:
@@ -174,20 +174,20 @@ def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, strid
 def _dataset_expert(path: Path) -> ExpertConfig:
     """The expert settings that made the dataset: DAgger must label with the same expert."""
     with dataset.open_file(path) as f:
-        try:
-            return expert_from_json(f.attrs["config_json"])
-        except (KeyError, ValueError) as exc:
-            raise DatasetError(f"{path}: root attribute config_json is missing or unreadable "
-                               f"({exc}); regenerate the file with `quadpipe generate`") from exc
+        return _file_expert(f, path)
 
 
-def _expert_gains(f, path: Path) -> dict[str, list[float] | float]:
-    """Kp, Kd (12,) and the torque limit of the expert that made the file (its config_json)."""
+def _file_expert(f, path: Path) -> ExpertConfig:
+    """The ExpertConfig in an open quadpipe file's config_json, or one clear DatasetError."""
     try:
-        exp = expert_from_json(f.attrs["config_json"])
+        return expert_from_json(f.attrs["config_json"])
     except (KeyError, ValueError) as exc:
         raise DatasetError(f"{path}: root attribute config_json is missing or unreadable ({exc}); "
                            "regenerate the file with `quadpipe generate`") from exc
+
+
+def _expert_gains(exp: ExpertConfig) -> dict[str, list[float] | float]:
+    """Kp, Kd (12,) and the torque limit of the expert, for the relabelled joint noise."""
     return {"kp": list(exp.kp) * 4, "kd": list(exp.kd) * 4, "torque_limit": exp.torque_limit}
 
 
@@ -329,17 +329,17 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     if device.type == "cpu" and cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     sources = [(xt, yt)]
-    expert = _dataset_expert(Path(dataset_path)) if cfg.dagger_rounds else ExpertConfig()
+    expert = _dataset_expert(Path(dataset_path)) if cfg.dagger_rounds else None
     history: list[dict[str, float]] = []
     best = (math.inf, 0)
     dag: dict[str, float] = {"dagger_samples": 0, "dagger_fall_fraction": math.nan,
                              "dagger_torque_rmse": math.nan}
     log.info("training on %d samples (%d valid), device %s", len(xt), len(xv), device)
-    schedule = [(0, e) for e in range(1, cfg.epochs + 1)] + [
-        (r, cfg.epochs + (r - 1) * cfg.dagger_epochs + e)
-        for r in range(1, cfg.dagger_rounds + 1) for e in range(1, cfg.dagger_epochs + 1)]
-    last_round, total, current = cfg.dagger_rounds, len(schedule), 0
-    for rnd, epoch in schedule:
+    # The round of each epoch: behaviour cloning (0), then dagger_epochs per DAgger round.
+    rounds = [0] * cfg.epochs + [r for r in range(1, cfg.dagger_rounds + 1)
+                                 for _ in range(cfg.dagger_epochs)]
+    last_round, total, current = cfg.dagger_rounds, len(rounds), 0
+    for epoch, rnd in enumerate(rounds, start=1):
         if rnd != current:  # a new DAgger round: its samples first, then its epochs
             current = rnd
             x_new, y_new, stats = _dagger_round(policy, cfg, expert, rnd)
