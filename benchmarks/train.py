@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -108,7 +109,7 @@ def main() -> None:
         "policy_share_of_step": 1.0 - raw / per_policy,
         "dagger_s_per_episode_sim_s": dagger,
         "torch_threads": TrainConfig().threads,
-        "load_average_1min": __import__("os").getloadavg()[0],
+        "load_average_1min": os.getloadavg()[0],
     }
     print(f"training (CPU, batch 256):          {rate:10.0f} samples/s")
     print(f"raw mj_step, 1 simulated s:         {raw * 1e3:10.1f} ms")
