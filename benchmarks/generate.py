@@ -25,12 +25,12 @@ import h5py
 import mujoco
 import numpy as np
 
-from quadpipe import dataset
 from quadpipe.config import ExpertConfig, GenerateConfig
-from quadpipe.expert import references, standing_pose
-from quadpipe.generate import generate_shard
-from quadpipe.model import build_model, full_state, standing_qpos
-from quadpipe.rollout import resolve_threads, simulate, simulate_one
+from quadpipe.data import dataset
+from quadpipe.data.generate import generate_shard
+from quadpipe.sim.expert import references, standing_pose
+from quadpipe.sim.model import build_model, full_state, standing_qpos
+from quadpipe.sim.rollout import resolve_threads, simulate, simulate_one
 
 
 def naive_loop(cfg: ExpertConfig, refs: np.ndarray, qpos0: np.ndarray) -> None:

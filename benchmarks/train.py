@@ -22,17 +22,18 @@ import numpy as np
 import torch
 
 from quadpipe.config import ExpertConfig, GenerateConfig
-from quadpipe.evaluate import EvalConfig, run_expert, run_policy, start_qpos
-from quadpipe.model import build_model
-from quadpipe.policy import Policy
-from quadpipe.samples import ObsConfig
-from quadpipe.train import TrainConfig, build_policy, load_arrays, prepare
+from quadpipe.control.closed_loop import start_qpos
+from quadpipe.evaluation.evaluate import EvalConfig, run_expert, run_policy
+from quadpipe.learn.policy import Policy
+from quadpipe.learn.samples import ObsConfig
+from quadpipe.learn.train import TrainConfig, build_policy, load_arrays, prepare
+from quadpipe.sim.model import build_model
 
 
 def training_rate(dataset: Path, work: Path, batches: int = 200) -> float:
     """Samples/s of forward + backward + AdamW step on the CPU, batch 256, prepared arrays."""
     cfg = TrainConfig(device="cpu")
-    torch.set_num_threads(cfg.threads)  # as quadpipe.train does on the CPU
+    torch.set_num_threads(cfg.threads)  # as quadpipe.learn.train does on the CPU
     meta = prepare(dataset, work / "samples", cfg.obs, cfg.sample_stride, progress=False)
     x, y = load_arrays(work / "samples", "train")
     policy = build_policy(cfg, meta)
@@ -64,12 +65,12 @@ def raw_second(expert: ExpertConfig, steps: int = 3000) -> float:
 
 def dagger_second(policy: Policy, obs: ObsConfig, expert: ExpertConfig, threads: int,
                   episodes: int = 64, seconds: float = 1.0) -> float:
-    """Wall seconds per simulated episode-second of DAgger collection (quadpipe.dagger).
+    """Wall seconds per simulated episode-second of DAgger collection (quadpipe.learn.dagger).
 
     The expert drives every episode (an untrained policy would fall and end them early), but the
     policy is still evaluated on every state, so the cost per step is that of a real round.
     """
-    from quadpipe import dagger
+    from quadpipe.learn import dagger
 
     start = time.perf_counter()
     dagger.collect(policy, obs, expert, episodes, seconds, stride=5, expert_share=1.0,
@@ -87,7 +88,7 @@ def main() -> None:
         work = Path(tmp)
         dataset = args.dataset
         if dataset is None:
-            from quadpipe.generate import generate_shard
+            from quadpipe.data.generate import generate_shard
 
             dataset = work / "bench.h5"
             generate_shard(dataset, 6, seed=3, gen=GenerateConfig(min_moves=2, max_moves=3),

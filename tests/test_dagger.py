@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from quadpipe import dagger, dataset
 from quadpipe.config import ExpertConfig, expert_from_json
-from quadpipe.expert import references
-from quadpipe.paths import CORNER_DEG, random_path
-from quadpipe.policy import Policy, load_checkpoint
-from quadpipe.samples import ObsConfig
-from quadpipe.train import TrainConfig, train
+from quadpipe.control.paths import CORNER_DEG, random_path
+from quadpipe.data import dataset
+from quadpipe.learn import dagger
+from quadpipe.learn.policy import Policy, load_checkpoint
+from quadpipe.learn.samples import ObsConfig
+from quadpipe.learn.train import TrainConfig, train
+from quadpipe.sim.expert import references
 
 OBS = ObsConfig(horizon=200, waypoint_every=40, gait_clock=True)
 

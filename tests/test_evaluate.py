@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 
 from quadpipe.cli import main
-from quadpipe.evaluate import EvalConfig, evaluate_path, path_metrics, run_expert, run_standing
-from quadpipe.paths import KINDS, path_xy, target
-from quadpipe.train import TrainConfig, train
+from quadpipe.control.paths import KINDS, path_xy, target
+from quadpipe.evaluation.evaluate import (
+    EvalConfig,
+    evaluate_path,
+    path_metrics,
+    run_expert,
+    run_standing,
+)
+from quadpipe.learn.train import TrainConfig, train
 
 METRICS = ("mean_tracking_error_m", "max_tracking_error_m", "final_tracking_error_m",
            "path_length_m", "height_mean_m", "height_std_m", "fell", "fall_time_s",

@@ -6,13 +6,13 @@ import mujoco
 import numpy as np
 import pytest
 
-from quadpipe.commands import check_commands
 from quadpipe.config import ExpertConfig
 from quadpipe.errors import QuadpipeError
-from quadpipe.expert import filter_knobs, knob_targets, references, standing_pose
-from quadpipe.model import build_model, full_state, standing_qpos
-from quadpipe.rollout import simulate_one
-from quadpipe.state import yaw
+from quadpipe.sim.commands import check_commands
+from quadpipe.sim.expert import filter_knobs, knob_targets, references, standing_pose
+from quadpipe.sim.model import build_model, full_state, standing_qpos
+from quadpipe.sim.rollout import simulate_one
+from quadpipe.sim.state import yaw
 
 CFG = ExpertConfig()
 

@@ -12,10 +12,10 @@ import pytest
 from conftest import TINY_EXPERT, TINY_GEN
 from helpers import file_contents
 
-from quadpipe import dataset
 from quadpipe.config import GenerateConfig, StabilityConfig
+from quadpipe.data import dataset
+from quadpipe.data.generate import generate_shard
 from quadpipe.errors import DatasetError, QuadpipeError
-from quadpipe.generate import generate_shard
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -10,11 +10,11 @@ import h5py
 import numpy as np
 import pytest
 
-from quadpipe import dataset
 from quadpipe.cli import main
+from quadpipe.data import dataset
+from quadpipe.data.merge import merge_shards
 from quadpipe.errors import DatasetError
-from quadpipe.merge import merge_shards
-from quadpipe.stability import REASONS
+from quadpipe.sim.stability import REASONS
 
 
 def _fake_shard(src: Path, dst: Path, shard: int, **root: object) -> Path:

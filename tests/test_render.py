@@ -7,10 +7,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from quadpipe.dataset import open_file, trajectory_names
+from quadpipe.data.dataset import open_file, trajectory_names
 from quadpipe.errors import QuadpipeError
-from quadpipe.model import build_model
-from quadpipe.render import frame_indices, render_frames, render_video
+from quadpipe.sim.model import build_model
+from quadpipe.sim.render import frame_indices, render_frames, render_video
 
 
 def _walk(tiny_shard):

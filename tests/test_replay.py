@@ -9,8 +9,8 @@ import h5py
 import pytest
 
 from quadpipe.cli import main
+from quadpipe.data.replay import ReplayError, replay, replay_to_files, video_page
 from quadpipe.errors import QuadpipeError
-from quadpipe.replay import ReplayError, replay, replay_to_files, video_page
 
 
 def test_a_stored_trajectory_replays_to_its_states(tiny_shard):

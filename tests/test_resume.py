@@ -13,9 +13,9 @@ import pytest
 from helpers import file_contents
 
 from quadpipe.config import StabilityConfig
+from quadpipe.data.generate import generate_shard, journal_header, partial_dir
+from quadpipe.data.journal import Journal
 from quadpipe.errors import ResumeError
-from quadpipe.generate import generate_shard, journal_header, partial_dir
-from quadpipe.journal import Journal
 
 CONFIG = "generate: {min_moves: 2, max_moves: 4, threads: 2}\n"
 NUM, SEED, SHARD = 16, 11, 2

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from quadpipe.config import ExpertConfig, StabilityConfig
-from quadpipe.expert import references, standing_pose
-from quadpipe.model import build_model, full_state, standing_qpos
-from quadpipe.rollout import simulate_one
-from quadpipe.stability import REASONS, check_stability
+from quadpipe.sim.expert import references, standing_pose
+from quadpipe.sim.model import build_model, full_state, standing_qpos
+from quadpipe.sim.rollout import simulate_one
+from quadpipe.sim.stability import REASONS, check_stability
 
 DT = 0.001
 

@@ -6,8 +6,8 @@ import h5py
 import mujoco
 import numpy as np
 
-from quadpipe import dataset
-from quadpipe.state import quat_to_rotvec, states_from
+from quadpipe.data import dataset
+from quadpipe.sim.state import quat_to_rotvec, states_from
 
 
 def test_joint_columns_are_qpos_and_qvel(tiny_shard):

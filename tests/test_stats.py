@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quadpipe import dataset
 from quadpipe.cli import main
-from quadpipe.stats import (
+from quadpipe.data import dataset
+from quadpipe.data.stats import (
     JOINT_NAMES,
     PLOTS,
     STATE_NAMES,

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from quadpipe import dataset
 from quadpipe.cli import main
+from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
-from quadpipe.policy import Policy, load_checkpoint, save_checkpoint
-from quadpipe.samples import ObsConfig, _quat_mul, observe, rotate_xy
-from quadpipe.train import TrainConfig, load_arrays, prepare, train
+from quadpipe.learn.policy import Policy, load_checkpoint, save_checkpoint
+from quadpipe.learn.samples import ObsConfig, observe
+from quadpipe.learn.train import TrainConfig, load_arrays, prepare, train
+from quadpipe.sim.state import quat_mul, rotate_xy
 
 # The tiny shard's trajectories are 0.4-1.2 s long: a 0.2 s horizon leaves samples in each.
 # No noise augmentation here, so the training loss is the plain imitation loss.
@@ -108,7 +109,7 @@ def test_heading_frame_is_invariant_to_where_and_which_way(tiny_shard) -> None:
     q2, v2 = qpos.copy(), qvel.copy()
     q2[:, :3] = rotate_xy(qpos[:, :3], np.full(len(q2), ang)) + shift
     half = np.array([np.cos(ang / 2), 0, 0, np.sin(ang / 2)])
-    q2[:, 3:7] = _quat_mul(np.broadcast_to(half, (len(q2), 4)), qpos[:, 3:7])
+    q2[:, 3:7] = quat_mul(np.broadcast_to(half, (len(q2), 4)), qpos[:, 3:7])
     v2[:, :3] = rotate_xy(qvel[:, :3], np.full(len(v2), ang))
     b = observe(q2[t], v2[t], q2[t[:, None] + obs.offsets, :3], obs)
     np.testing.assert_allclose(a, b, atol=1e-6)  # float32 quaternions in the file
@@ -136,8 +137,8 @@ def test_joint_noise_relabels_like_the_expert(tiny_shard) -> None:
     import dataclasses
 
     from quadpipe.config import expert_from_json
-    from quadpipe.expert import references
-    from quadpipe.train import JointNoise
+    from quadpipe.learn.train import JointNoise
+    from quadpipe.sim.expert import references
 
     with dataset.open_file(tiny_shard) as f:
         exp = expert_from_json(f.attrs["config_json"])

@@ -171,8 +171,8 @@ def test_the_schema_defaults_are_the_library_defaults():
     import dataclasses
 
     from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig
-    from quadpipe.evaluate import EvalConfig
-    from quadpipe.train import TrainConfig
+    from quadpipe.evaluation.evaluate import EvalConfig
+    from quadpipe.learn.train import TrainConfig
 
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     for section, cls in [("expert", ExpertConfig), ("stability", StabilityConfig),

@@ -13,7 +13,7 @@ class ConfigError(QuadpipeError):
 
 
 class DatasetError(QuadpipeError):
-    """An HDF5 file is missing, truncated, or does not follow the format in quadpipe.dataset."""
+    """An HDF5 file is missing, truncated, or does not follow the format in data.dataset."""
 
 
 class ResumeError(QuadpipeError):

@@ -18,7 +18,7 @@ rule generate_shard:
     params:
         num=config["dataset"]["trajectories_per_shard"],
         seed=config["dataset"]["seed"],
-        # threads do not change the data (quadpipe.generate), so they are not a parameter
+        # threads do not change the data (quadpipe.data.generate), so they are not a parameter
         settings=settings("expert", "stability", "generate", drop=("threads",)),
     shell:
         "echo {params.settings:q} > {log.settings} && "

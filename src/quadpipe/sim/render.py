@@ -1,7 +1,7 @@
 """Offscreen video of a trajectory: qpos (T, 19) -> an H.264 mp4 a browser <video> can play.
 
 Why a low-level renderer instead of `mujoco.Renderer`: MuJoCo picks its GL backend from MUJOCO_GL
-once, when `mujoco` is first imported (by quadpipe.model, long before anyone wants a video), and its
+once, when `mujoco` is first imported (by sim.model, long before anyone wants a video), and its
 default (GLFW) needs a display. Here the headless backend is chosen at call time: MUJOCO_GL if
 the caller set it to "egl"/"osmesa", else EGL (Debian: libegl1 + libegl-mesa0), then OSMesa
 (libosmesa6).

@@ -5,7 +5,7 @@ split) and accumulates the normalisation statistics, so memory does not grow wit
 `train` reads batches from those files (the OS page cache does the buffering), optimises the
 original's recipe (AdamW, grad clip, lr x0.1 at the decay epoch, MSE on normalised torques), and
 writes best.pt (lowest validation loss), last.pt, history.csv and loss.png. After the
-behaviour-cloning epochs, `dagger_rounds` rounds of DAgger (quadpipe.dagger) add samples of the
+behaviour-cloning epochs, `dagger_rounds` rounds of DAgger (learn.dagger) add samples of the
 policy's own states labelled by the path-following expert, each round followed by `dagger_epochs`
 epochs on everything; those samples stay in memory (their number is set by the config, not by the
 dataset), and best.pt then comes from the last round.
@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from quadpipe import dataset
 from quadpipe.config import ExpertConfig, expert_from_json
+from quadpipe.data import dataset
 from quadpipe.errors import ConfigError, DatasetError
-from quadpipe.policy import Policy, save_checkpoint
-from quadpipe.samples import ObsConfig, trajectory_phase, trajectory_samples
-from quadpipe.state import ACTION_DIM
+from quadpipe.learn.policy import Policy, save_checkpoint
+from quadpipe.learn.samples import ObsConfig, trajectory_phase, trajectory_samples
+from quadpipe.sim.state import ACTION_DIM
 
 log = logging.getLogger(__name__)
 SPLITS = (dataset.TRAIN, dataset.VALID)
@@ -60,7 +60,7 @@ class TrainConfig:
     noise_qd: float = 1.0  # rad/s, std of joint-velocity noise (relabelled likewise)
     noise_base: float = 0.5  # std of base-state noise (z, orientation, velocities), in units of
     # each column's std; labels unchanged (the expert ignores the base state); 0 = off
-    # DAgger on random paths after behaviour cloning (quadpipe.dagger; why: docs/training.md)
+    # DAgger on random paths after behaviour cloning (quadpipe.learn.dagger; why: docs/training.md)
     dagger_rounds: int = 2  # 0 = plain behaviour cloning
     dagger_episodes: int = 64  # episodes per round, each on its own random path
     dagger_seconds: float = 8.0  # s per episode (from standing)
@@ -394,8 +394,8 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
 
 def _dagger_round(policy: Policy, cfg: TrainConfig, expert: ExpertConfig, rnd: int
                   ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Collect round `rnd` of DAgger samples with the current policy (quadpipe.dagger)."""
-    from quadpipe import dagger
+    """Collect round `rnd` of DAgger samples with the current policy (quadpipe.learn.dagger)."""
+    from quadpipe.learn import dagger
 
     start = time.perf_counter()
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(rnd,)))

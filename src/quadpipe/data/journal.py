@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from quadpipe.dataset import atomic_path
+from quadpipe.data.dataset import atomic_path
 from quadpipe.errors import ResumeError
-from quadpipe.stability import STABLE
+from quadpipe.sim.stability import STABLE
 
 JOURNAL = "journal.jsonl"
 

@@ -25,18 +25,16 @@ import numpy as np
 import torch
 
 from quadpipe.config import ExpertConfig
+from quadpipe.control.closed_loop import fallen, start_qpos
+from quadpipe.control.follower import FollowerConfig, Projector, follow_path
+from quadpipe.control.paths import KINDS, check_kind, path_xy, place
 from quadpipe.errors import ConfigError
-from quadpipe.expert import MODE_FORWARD, gait_phase, standing_pose
-from quadpipe.follower import FollowerConfig, Projector, follow_path
-from quadpipe.model import build_model, full_state, standing_qpos
-from quadpipe.paths import KINDS, check_kind, path_xy, place
-from quadpipe.policy import Policy, load_checkpoint
-from quadpipe.rollout import simulate_one
-from quadpipe.samples import ObsConfig, observe
-from quadpipe.state import up_z, yaw
-
-FALL_HEIGHT = 0.15  # m, base below this: fallen
-FALL_UP_Z = 0.5  # body up-axis z below this (tilt > 60 deg): fallen
+from quadpipe.learn.policy import Policy, load_checkpoint
+from quadpipe.learn.samples import ObsConfig, observe
+from quadpipe.sim.expert import MODE_FORWARD, gait_phase
+from quadpipe.sim.model import build_model, full_state
+from quadpipe.sim.rollout import simulate_one
+from quadpipe.sim.state import yaw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +65,6 @@ class Run:
     steps_per_s: float
 
 
-def start_qpos(model: mujoco.MjModel) -> np.ndarray:
-    return standing_qpos(model, *standing_pose())
-
-
 def target_positions(kind: str, steps: np.ndarray, cfg: EvalConfig, dt: float,
                      q0: np.ndarray) -> np.ndarray:
     """(..., 3) world target at step indices `steps` (time steps * dt), z = start height."""
@@ -78,11 +72,6 @@ def target_positions(kind: str, steps: np.ndarray, cfg: EvalConfig, dt: float,
     xy = place(path_xy(kind, s.reshape(-1), cfg.radius), q0[:2], float(yaw(q0[3:7])))
     out = np.concatenate([xy, np.full((len(xy), 1), q0[2])], axis=1)
     return out.reshape(*np.shape(s), 3)
-
-
-def fallen(qpos: np.ndarray) -> np.ndarray:
-    qpos = np.atleast_2d(qpos)
-    return (qpos[:, 2] < FALL_HEIGHT) | (up_z(qpos[:, 3:7]) < FALL_UP_Z)
 
 
 def run_policy(policy: Policy, obs: ObsConfig, kind: str, cfg: EvalConfig,
@@ -201,7 +190,7 @@ def evaluate_path(checkpoint: str | Path, kind: str, cfg: EvalConfig = EvalConfi
     if plot is not None:
         plot_runs(runs, kind, cfg, expert.dt, Path(plot))
     if video is not None and cfg.video:
-        from quadpipe.render import render_video
+        from quadpipe.sim.render import render_video
 
         n = int(round(cfg.video_seconds / expert.dt)) + 1
         q = runs["policy"].qpos[:n]

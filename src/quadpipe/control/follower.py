@@ -18,11 +18,11 @@ import numpy as np
 from mujoco import rollout as mj_rollout
 
 from quadpipe.config import ExpertConfig
-from quadpipe.expert import KNOBS_AT_REST, MODE_FORWARD, filter_knobs, joint_references
-from quadpipe.model import build_model, full_state
-from quadpipe.paths import path_xy, place
-from quadpipe.rollout import Rollout
-from quadpipe.state import yaw
+from quadpipe.control.paths import path_xy, place
+from quadpipe.sim.expert import KNOBS_AT_REST, MODE_FORWARD, filter_knobs, joint_references
+from quadpipe.sim.model import build_model, full_state
+from quadpipe.sim.rollout import Rollout
+from quadpipe.sim.state import yaw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Projector:
     @classmethod
     def for_kind(cls, kind: str, radius: float, start_xy: np.ndarray, start_yaw: float,
                  length: float, resolution: float = 0.005) -> Projector:
-        """Path `kind` of quadpipe.paths placed at the robot's start, `length` m of it."""
+        """Path `kind` of quadpipe.control.paths placed at the robot's start, `length` m of it."""
         s = np.arange(0.0, length + resolution, resolution)
         return cls(s, place(path_xy(kind, s, radius), start_xy, start_yaw))
 
@@ -78,7 +78,7 @@ class Steering:
     """The follower's steering law and knob filter state, chunk by chunk.
 
     One implementation serves the expert's own runs (`follow_path`) and DAgger, where the same law
-    labels the states a policy visits (quadpipe.dagger).
+    labels the states a policy visits (quadpipe.learn.dagger).
     """
 
     def __init__(self, proj: Projector, speed: float, expert: ExpertConfig,
@@ -106,7 +106,7 @@ class Steering:
 def follow_path(kind: str, num_steps: int, speed: float, radius: float, start_qpos: np.ndarray,
                 expert: ExpertConfig = ExpertConfig(), cfg: FollowerConfig = FollowerConfig(),
                 model: mujoco.MjModel | None = None) -> Rollout:
-    """Run the steered expert for num_steps from start_qpos; qpos (T+1, 19) like quadpipe.rollout.
+    """Run the steered expert for num_steps from start_qpos; qpos (T+1, 19) as in sim.rollout.
 
     The target moves along path `kind` (placed at the start position and heading) at `speed` m/s.
     """

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quadpipe import dataset
-from quadpipe.commands import NAMES
-from quadpipe.model import JOINTS, LEGS
-from quadpipe.state import ACTION_DIM, STATE_DIM, yaw
+from quadpipe.data import dataset
+from quadpipe.sim.commands import NAMES
+from quadpipe.sim.model import JOINTS, LEGS
+from quadpipe.sim.state import ACTION_DIM, STATE_DIM, yaw
 
 JOINT_NAMES = tuple(f"{leg}_{joint}" for leg in LEGS for joint in JOINTS)
-# Names of the 36 state channels, in the layout of quadpipe.state.
+# Names of the 36 state channels, in the layout of quadpipe.sim.state.
 STATE_NAMES = (
     "base_x", "base_y", "base_z", "rotvec_x", "rotvec_y", "rotvec_z",
     "vel_x", "vel_y", "vel_z", "angvel_x", "angvel_y", "angvel_z",
@@ -213,7 +213,7 @@ def _save(fig: Any, out: Path) -> None:
 
 
 def eval_table(results: Mapping[str, str | Path] | Iterable[str | Path]) -> pd.DataFrame:
-    """One table of the evaluation JSONs (quadpipe.evaluate) of every path type.
+    """One table of the evaluation JSONs (quadpipe.evaluation.evaluate) of every path type.
 
     `results` maps path type -> JSON file, or is a list of files named <path>.json. Each
     controller (CONTROLLERS) found in a JSON gives a row (path, controller) of its metrics; the

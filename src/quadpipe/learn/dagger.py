@@ -5,13 +5,13 @@ commands. In closed loop on a path the policy's small errors take it to states i
 (docs/training.md). DAgger closes that gap: run the policy on a path, ask the expert at every
 state the policy reached what it would do there, and train on those pairs too.
 
-The expert here is the evaluation's path follower (quadpipe.follower.Steering: the CPG with its
+The expert here is the evaluation's path follower (control.follower.Steering: the CPG with its
 turning knobs steered toward a look-ahead point every 25 ms), run along the policy's own states,
 so its label is exact and cheap: the knob filter and CPG give the joint reference ref(t), and the
 torque is clamp(Kp (ref(t) - q) - Kd qd) at the visited state. The paths are random pieces of
-straight runs, arcs and sharp corners (quadpipe.paths.random_path), not the evaluation paths, at
+straight runs, arcs and sharp corners (control.paths.random_path), not the evaluation paths, at
 random speeds; each episode starts standing, as the evaluation does, and observes the moving
-target exactly as the evaluation does (quadpipe.evaluate.run_policy).
+target exactly as the evaluation does (quadpipe.evaluation.evaluate.run_policy).
 
 In round r a share beta / 2**(r-1) of the episodes is driven by the expert itself (fresh
 demonstrations of path following), the rest by the policy. All episodes run as one batch: one MLP
@@ -21,21 +21,19 @@ call and one `mj_step` per episode (over a few threads) per time step.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 
-import mujoco
 import numpy as np
 import torch
 
 from quadpipe.config import ExpertConfig
-from quadpipe.evaluate import fallen, start_qpos
-from quadpipe.expert import MODE_FORWARD, gait_phase
-from quadpipe.follower import FollowerConfig, Projector, Steering
-from quadpipe.model import build_model
-from quadpipe.paths import place, random_path
-from quadpipe.policy import Policy
-from quadpipe.samples import ObsConfig, observe
-from quadpipe.state import yaw
+from quadpipe.control.closed_loop import Episodes, fallen, start_qpos
+from quadpipe.control.follower import FollowerConfig, Projector, Steering
+from quadpipe.control.paths import place, random_path
+from quadpipe.learn.policy import Policy
+from quadpipe.learn.samples import ObsConfig, observe
+from quadpipe.sim.expert import MODE_FORWARD, gait_phase
+from quadpipe.sim.model import build_model
+from quadpipe.sim.state import yaw
 
 SPEED_RANGE = (0.15, 0.35)  # m/s of the target; the evaluation's default is 0.25
 
@@ -86,7 +84,7 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
         future[i, :, :, 2] = q0[2]
         steering.append(Steering(Projector(s, xy), speeds[i], expert, follower))
 
-    sim = _Episodes(model, q0, episodes, threads)
+    sim = Episodes(model, q0, episodes, threads)
     refs = np.empty((episodes, follower.chunk_steps, 12))
     alive = np.ones(episodes, dtype=bool)
     xs, ys = [], []
@@ -126,44 +124,3 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
         y=np.concatenate(ys) if ys else np.zeros((0, 12), np.float32),
         fall_fraction=float(np.mean(~alive[policy_eps])) if policy_eps.any() else 0.0,
         torque_rmse=float(np.sqrt(sq_err / max(count, 1))))
-
-
-class _Episodes:
-    """One MjData per episode, stepped with `mj_step` like the evaluation's closed loop (the
-    solver's warm start carries over between steps); the episodes are split over `threads`
-    Python threads, which run in parallel because `mj_step` releases the GIL."""
-
-    def __init__(self, model: mujoco.MjModel, qpos0: np.ndarray, episodes: int, threads: int):
-        self.model = model
-        self.datas = [mujoco.MjData(model) for _ in range(episodes)]
-        for d in self.datas:
-            d.qpos[:] = qpos0
-            mujoco.mj_forward(model, d)
-        self.qpos = np.tile(qpos0, (episodes, 1))
-        self.qvel = np.zeros((episodes, model.nv))
-        self.threads = max(1, threads)
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
-
-    def _run(self, idx: np.ndarray, ctrl: np.ndarray) -> None:
-        for i, u in zip(idx, ctrl, strict=True):
-            d = self.datas[i]
-            d.ctrl[:] = u
-            mujoco.mj_step(self.model, d)
-            self.qpos[i] = d.qpos
-            self.qvel[i] = d.qvel
-
-    def step(self, idx: np.ndarray, ctrl: np.ndarray) -> None:
-        """One step of episodes `idx` with torques ctrl (len(idx), 12)."""
-        if self.pool is None or len(idx) < 2:
-            self._run(idx, ctrl)
-            return
-        parts = np.array_split(np.arange(len(idx)), self.threads)
-        list(self.pool.map(lambda p: self._run(idx[p], ctrl[p]), parts))
-
-    def __enter__(self) -> _Episodes:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-

@@ -18,7 +18,7 @@ from typing import Any
 
 import h5py
 
-from quadpipe import dataset
+from quadpipe.data import dataset
 from quadpipe.errors import DatasetError, QuadpipeError
 
 log = logging.getLogger(__name__)

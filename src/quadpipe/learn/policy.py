@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from quadpipe.errors import QuadpipeError
-from quadpipe.samples import ObsConfig
+from quadpipe.learn.samples import ObsConfig
 
 CHECKPOINT_FORMAT = "quadpipe-policy-1"
 MIN_STD = 1e-6  # a constant input column (e.g. x, y in the heading frame) is left unscaled

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from quadpipe.config import StabilityConfig
-from quadpipe.state import up_z
+from quadpipe.sim.state import up_z
 
 STABLE = "stable"
 REASONS = (

@@ -3,7 +3,7 @@
 Attempt i of shard k draws its commands from (seed, k, i) alone. Attempts run in C threads, and
 their outcomes are consumed strictly in attempt order, so the shard is "the first N stable attempts"
 whatever the thread count, batching or interruptions. Each outcome goes to the resume journal
-(quadpipe.journal) as it is consumed; a restarted shard replays the journal and continues. The
+(quadpipe.data.journal) as it is consumed; a restarted shard replays the journal and continues. The
 shard file is built beside its final name from the accepted side files, in order, as they are
 consumed, and renamed into place when complete, so a resumed shard equals an uninterrupted one in
 every dataset and attribute and a reader never sees half a shard.
@@ -24,16 +24,16 @@ import h5py
 import mujoco
 import numpy as np
 
-from quadpipe import dataset
-from quadpipe.commands import attempt_rng, sample_sequence
 from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig, to_json
+from quadpipe.data import dataset
+from quadpipe.data.journal import Journal
 from quadpipe.errors import QuadpipeError
-from quadpipe.expert import references, standing_pose
-from quadpipe.journal import Journal
-from quadpipe.model import build_model, full_state, standing_qpos
-from quadpipe.rollout import Rollout, ThreadData, resolve_threads, simulate_one
-from quadpipe.stability import REASONS, STABLE, check_stability
-from quadpipe.state import STATE_DIM, states_from
+from quadpipe.sim.commands import attempt_rng, sample_sequence
+from quadpipe.sim.expert import references, standing_pose
+from quadpipe.sim.model import build_model, full_state, standing_qpos
+from quadpipe.sim.rollout import Rollout, ThreadData, resolve_threads, simulate_one
+from quadpipe.sim.stability import REASONS, STABLE, check_stability
+from quadpipe.sim.state import STATE_DIM, states_from
 
 log = logging.getLogger(__name__)
 SIDE_GROUP = "trajectory"  # the one group in each side file

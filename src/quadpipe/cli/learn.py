@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from quadpipe.cli import load_config, verb
+from quadpipe.cli.main import load_config, verb
 
 
 def _train_config(path: str | None):
     from quadpipe.config import from_mapping
-    from quadpipe.train import TrainConfig
+    from quadpipe.learn.train import TrainConfig
 
     return from_mapping(TrainConfig, load_config(path).get("train"), "train")
 
@@ -24,7 +24,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 @verb("prepare", _prepare_args)
 def _prepare(args: argparse.Namespace) -> None:
     """Write the training samples as memory-mapped float32 arrays (train/valid split)."""
-    from quadpipe.train import prepare
+    from quadpipe.learn.train import prepare
 
     cfg = _train_config(args.config)
     meta = prepare(args.dataset, args.out, cfg.obs, cfg.sample_stride)
@@ -41,7 +41,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @verb("train", _train_args)
 def _train(args: argparse.Namespace) -> None:
     """Train the path-following policy by behaviour cloning."""
-    from quadpipe.train import train
+    from quadpipe.learn.train import train
 
     summary = train(args.dataset, args.out_dir, _train_config(args.config), args.samples)
     print(f"{args.out_dir}: best epoch {summary['best_epoch']}, valid loss "
@@ -61,7 +61,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     """Closed-loop evaluation of a policy against the expert and standing still."""
     from quadpipe.config import ExpertConfig, from_mapping
-    from quadpipe.evaluate import EvalConfig, evaluate_path
+    from quadpipe.evaluation.evaluate import EvalConfig, evaluate_path
 
     cfg = load_config(args.config)
     ev = from_mapping(EvalConfig, cfg.get("eval"), "eval")

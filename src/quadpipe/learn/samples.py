@@ -3,7 +3,7 @@
 One function builds the observation from MuJoCo qpos/qvel and future base positions, so a training
 sample and a closed-loop control step see exactly the same features:
 
-- columns 0:36: the 36-D state of quadpipe.state. In the "heading" frame x, y are zeroed, the
+- columns 0:36: the 36-D state of quadpipe.sim.state. In the "heading" frame x, y are zeroed, the
   orientation keeps only roll/pitch (yaw removed), the base linear velocity is rotated by -yaw.
 - columns 36:36+3W: W = horizon / waypoint_every future base positions minus the current one (m);
   in the "heading" frame rotated by -yaw.
@@ -22,8 +22,8 @@ import numpy as np
 
 from quadpipe.config import ExpertConfig
 from quadpipe.errors import ConfigError
-from quadpipe.expert import MODE_STAND, command_modes, gait_phase
-from quadpipe.state import STATE_DIM, quat_to_rotvec, states_from, yaw
+from quadpipe.sim.expert import MODE_STAND, command_modes, gait_phase
+from quadpipe.sim.state import STATE_DIM, quat_mul, quat_to_rotvec, rotate_xy, states_from, yaw
 
 FRAMES = ("heading", "world")
 
@@ -61,25 +61,6 @@ class ObsConfig:
         return STATE_DIM + 3 * self.num_waypoints + (2 if self.gait_clock else 0)
 
 
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw],
-                    axis=-1)
-
-
-def rotate_xy(vec: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """Rotate the x, y of (..., 3) or (..., W, 3) vectors by `angle` (rad, broadcast over ...)."""
-    c, s = np.cos(angle), np.sin(angle)
-    while c.ndim < vec.ndim - 1:
-        c, s = c[..., None], s[..., None]
-    out = np.array(vec, dtype=np.float64, copy=True)
-    out[..., 0] = c * vec[..., 0] - s * vec[..., 1]
-    out[..., 1] = s * vec[..., 0] + c * vec[..., 1]
-    return out
-
-
 def observe(qpos: np.ndarray, qvel: np.ndarray, future: np.ndarray, obs: ObsConfig,
             phase: np.ndarray | None = None) -> np.ndarray:
     """(N, obs.dim) float64 observations.
@@ -97,7 +78,7 @@ def observe(qpos: np.ndarray, qvel: np.ndarray, future: np.ndarray, obs: ObsConf
         unyaw = np.stack([np.cos(half), np.zeros_like(half), np.zeros_like(half), np.sin(half)],
                          axis=-1)
         state[:, 0:2] = 0.0
-        state[:, 3:6] = quat_to_rotvec(_quat_mul(unyaw, qpos[:, 3:7]))
+        state[:, 3:6] = quat_to_rotvec(quat_mul(unyaw, qpos[:, 3:7]))
         state[:, 6:9] = rotate_xy(state[:, 6:9], -heading)
         rel = rotate_xy(rel, -heading)
     parts = [state, rel.reshape(len(qpos), -1)]

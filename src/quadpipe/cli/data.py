@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from quadpipe.cli import verb
+from quadpipe.cli.main import verb
 
 
 def _merge_args(p: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
 @verb("merge", _merge_args)
 def _merge(args: argparse.Namespace) -> None:
     """Merge shards into one dataset with a fixed train/valid split."""
-    from quadpipe.merge import merge_shards
+    from quadpipe.data.merge import merge_shards
 
     attrs = merge_shards(args.shards, args.out, args.summary, args.valid_fraction, args.seed)
     print(f"{args.out}: {attrs['num_trajectories']} trajectories from {attrs['num_tasks']} "
@@ -38,7 +38,7 @@ def _stats_args(p: argparse.ArgumentParser) -> None:
 @verb("stats", _stats_args)
 def _stats(args: argparse.Namespace) -> None:
     """Tables and plots describing a dataset."""
-    from quadpipe.stats import write_stats
+    from quadpipe.data.stats import write_stats
 
     for name, path in write_stats(args.dataset, args.out_dir).items():
         print(f"{name}: {path}")
@@ -56,7 +56,7 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
 @verb("replay", _replay_args)
 def _replay(args: argparse.Namespace) -> None:
     """Re-simulate a stored trajectory, check it, optionally render it."""
-    from quadpipe.replay import replay_to_files
+    from quadpipe.data.replay import replay_to_files
 
     report = replay_to_files(args.dataset, args.trajectory, args.out, args.video,
                              args.video_seconds, args.fps)
@@ -73,7 +73,7 @@ def _eval_table_args(p: argparse.ArgumentParser) -> None:
 @verb("eval-table", _eval_table_args)
 def _eval_table(args: argparse.Namespace) -> None:
     """One table of all evaluation results (HTML and CSV)."""
-    from quadpipe.stats import write_eval_table
+    from quadpipe.data.stats import write_eval_table
 
     write_eval_table(args.results, args.html, args.csv)
 
@@ -87,6 +87,6 @@ def _video_page_args(p: argparse.ArgumentParser) -> None:
 @verb("video-page", _video_page_args)
 def _video_page(args: argparse.Namespace) -> None:
     """A self-contained HTML page of <video> players."""
-    from quadpipe.replay import video_page
+    from quadpipe.data.replay import video_page
 
     video_page(args.videos, args.out, args.title)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from quadpipe.errors import ConfigError
-from quadpipe.samples import rotate_xy
+from quadpipe.sim.state import rotate_xy
 
 KINDS = ("circle", "figure8", "straight", "zigzag")
 ZIGZAG_ANGLE = np.deg2rad(30.0)
@@ -70,9 +70,9 @@ def target(kind: str, num_steps: int, dt: float, speed: float, radius: float,
     return place(path_xy(kind, s, radius), start_xy, start_yaw)
 
 
-# Random paths for DAgger (quadpipe.dagger): pieces of the kinds the evaluation paths are made of
-# (straight runs, arcs, sharp corners) with random lengths, radii and angles, so the policy learns
-# to follow paths in general, not the four evaluation paths.
+# Random paths for DAgger (quadpipe.learn.dagger): pieces of the kinds the evaluation paths are
+# made of (straight runs, arcs, sharp corners) with random lengths, radii and angles, so the policy
+# learns to follow paths in general, not the four evaluation paths.
 STRAIGHT_M = (0.3, 1.5)  # straight piece length
 ARC_RADIUS_M = (0.7, 2.5)
 ARC_ANGLE_DEG = (30.0, 180.0)

@@ -60,7 +60,7 @@ def _generate(args: argparse.Namespace) -> None:
     import dataclasses
 
     from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig, from_mapping
-    from quadpipe.generate import generate_shard
+    from quadpipe.data.generate import generate_shard
 
     cfg = load_config(args.config)
     gen = from_mapping(GenerateConfig, cfg.get("generate"), "generate")
@@ -79,7 +79,7 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 
 @verb("validate", _validate_args)
 def _validate(args: argparse.Namespace) -> None:
-    from quadpipe.dataset import validate
+    from quadpipe.data.dataset import validate
 
     for f in args.files:
         attrs = validate(f)
@@ -90,7 +90,7 @@ def _register_optional_verbs() -> None:
     """Verbs of the later stages live in their own modules; import them to register."""
     import importlib
 
-    for module in ("quadpipe.cli_workflow", "quadpipe.cli_learn"):
+    for module in ("quadpipe.cli.data", "quadpipe.cli.learn"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

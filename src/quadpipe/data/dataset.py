@@ -5,7 +5,7 @@ group per stable trajectory, `trajectory_00001`, ...:
 
 | name | shape | dtype | unit / meaning |
 |---|---|---|---|
-| states | (T, 36) | storage dtype | the original's state vector, layout in quadpipe.state |
+| states | (T, 36) | storage dtype | the original's state vector, layout in quadpipe.sim.state |
 | actions | (T, 12) | storage dtype | N m, torque applied at each step (joint order of the model) |
 | command_sequence | (n,) | int32 | codes 1..5, each held cmd_duration s; T = n cmd_duration / dt |
 | initial_state | (36,) | float64 | states[0] at full precision |
@@ -19,7 +19,7 @@ source_shard, source_trajectory_id and split = "train" | "valid").
 
 Root attributes: the original summary (num_trajectories, stable_count, rejected_count,
 total_attempts, acceptance_rate, random_seed, dt, cmd_duration, resumed_from), `rejected_<reason>`
-for every reason of quadpipe.stability, format, format_version and config_json (the expert,
+for every reason of quadpipe.sim.stability, format, format_version and config_json (the expert,
 stability and generation settings, for exact replay). A merged file also has merged, num_tasks.
 
 Row t of states/qpos/qvel is the state *before* step t and actions[t] the torque applied during
@@ -41,8 +41,8 @@ import numpy as np
 from isal import isal_zlib
 
 from quadpipe.errors import DatasetError
-from quadpipe.stability import REASONS
-from quadpipe.state import ACTION_DIM, STATE_DIM
+from quadpipe.sim.stability import REASONS
+from quadpipe.sim.state import ACTION_DIM, STATE_DIM
 
 FORMAT = "quadpipe"
 FORMAT_VERSION = 1

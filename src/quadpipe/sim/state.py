@@ -63,3 +63,23 @@ def states_from(qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
     out[:, 12::2] = qpos[:, 7:19]
     out[:, 13::2] = qvel[:, 6:18]
     return out
+
+
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of (..., 4) quaternions (w, x, y, z)."""
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw],
+                    axis=-1)
+
+
+def rotate_xy(vec: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Rotate the x, y of (..., 3) or (..., W, 3) vectors by `angle` (rad, broadcast over ...)."""
+    c, s = np.cos(angle), np.sin(angle)
+    while c.ndim < vec.ndim - 1:
+        c, s = c[..., None], s[..., None]
+    out = np.array(vec, dtype=np.float64, copy=True)
+    out[..., 0] = c * vec[..., 0] - s * vec[..., 1]
+    out[..., 1] = s * vec[..., 0] + c * vec[..., 1]
+    return out

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from quadpipe import dataset
+from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE) -
     import mujoco
 
     from quadpipe.config import expert_from_json
-    from quadpipe.expert import references
-    from quadpipe.model import build_model, full_state
-    from quadpipe.rollout import simulate_one
+    from quadpipe.sim.expert import references
+    from quadpipe.sim.model import build_model, full_state
+    from quadpipe.sim.rollout import simulate_one
 
     name = dataset.group_name(trajectory_id)
     with dataset.open_file(path) as f:
@@ -99,7 +99,7 @@ def replay_to_files(path: str | Path, trajectory_id: int, out_json: str | Path,
     result = replay(path, trajectory_id, tolerance)
     report = result.report
     if video is not None:
-        from quadpipe.render import render_video
+        from quadpipe.sim.render import render_video
 
         steps = min(len(result.qpos), max(1, int(round(video_seconds / result.dt))))
         render_video(result.model, result.qpos[:steps], Path(video), result.dt, fps=fps)

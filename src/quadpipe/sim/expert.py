@@ -2,7 +2,7 @@
 
 An open-loop central pattern generator (two diagonal phase groups) gives thigh/calf references;
 four filtered "turning knobs" (amplitude scale and hip bias per side) steer it. The joint PD that
-tracks these references runs inside MuJoCo (see quadpipe.model), so the references are the whole
+tracks these references runs inside MuJoCo (see quadpipe.sim.model), so the references are the whole
 expert: `references(commands)` is computed once with numpy and the physics never calls back into
 Python. The facts come from the original system; see docs in `expert-controller.md`.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from quadpipe.commands import BACKWARD, STAND, TURN_LEFT, TURN_RIGHT, check_commands
 from quadpipe.config import ExpertConfig
+from quadpipe.sim.commands import BACKWARD, STAND, TURN_LEFT, TURN_RIGHT, check_commands
 
 # (freq, A_thigh, C_thigh, A_calf, C_calf) of the original system.
 GAIT_FORWARD = (0.26525665033578044, 0.04331492786316298, 0.8633149317316002,

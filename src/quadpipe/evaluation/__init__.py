@@ -1,0 +1,1 @@
+"""Closed-loop evaluation of a trained policy against the expert. Builds on everything below."""
