@@ -1,9 +1,8 @@
-"""CLI verbs of the learning stage: prepare, train, evaluate (thin shells over train/evaluate)."""
+"""CLI verbs of the learning stage: prepare, train (thin shells over learn.train)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
 from quadpipe.cli.main import load_config, verb
 
@@ -46,27 +45,3 @@ def _train(args: argparse.Namespace) -> None:
     summary = train(args.dataset, args.out_dir, _train_config(args.config), args.samples)
     print(f"{args.out_dir}: best epoch {summary['best_epoch']}, valid loss "
           f"{summary['best_valid_loss']:.4f}, {summary['samples_per_s']:.0f} samples/s")
-
-
-def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="policy checkpoint (best.pt)")
-    p.add_argument("--path", required=True, help="circle, figure8, straight or zigzag")
-    p.add_argument("--out", required=True, help="JSON of policy/expert/standing metrics")
-    p.add_argument("--plot", help="top-view PNG")
-    p.add_argument("--video", help="mp4 of the policy (skipped if eval.video is false)")
-    p.add_argument("--config", help="YAML with eval and expert sections")
-
-
-@verb("evaluate", _evaluate_args)
-def _evaluate(args: argparse.Namespace) -> None:
-    """Closed-loop evaluation of a policy against the expert and standing still."""
-    from quadpipe.config import ExpertConfig, from_mapping
-    from quadpipe.evaluation.evaluate import EvalConfig, evaluate_path
-
-    cfg = load_config(args.config)
-    ev = from_mapping(EvalConfig, cfg.get("eval"), "eval")
-    expert = from_mapping(ExpertConfig, cfg.get("expert"), "expert")
-    r = evaluate_path(args.checkpoint, args.path, ev, expert, args.out, args.plot, args.video)
-    row = {k: {m: r[k][m] for m in ("mean_tracking_error_m", "fell")}
-           for k in ("policy", "expert", "standing")}
-    print(f"{args.path}: {json.dumps(row)}")

@@ -90,7 +90,7 @@ def _register_optional_verbs() -> None:
     """Verbs of the later stages live in their own modules; import them to register."""
     import importlib
 
-    for module in ("quadpipe.cli.data", "quadpipe.cli.learn"):
+    for module in ("quadpipe.cli.data", "quadpipe.cli.learn", "quadpipe.cli.evaluation"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import mujoco
 import numpy as np
-from mujoco import rollout as mj_rollout
 
 from quadpipe.config import ExpertConfig
-from quadpipe.control.paths import path_xy, place
 from quadpipe.sim.expert import KNOBS_AT_REST, MODE_FORWARD, filter_knobs, joint_references
-from quadpipe.sim.model import build_model, full_state
-from quadpipe.sim.rollout import Rollout
 from quadpipe.sim.state import yaw
 
 
@@ -48,13 +43,6 @@ class Projector:
         self.res = float(self.s[1] - self.s[0])
         self.last = 0
 
-    @classmethod
-    def for_kind(cls, kind: str, radius: float, start_xy: np.ndarray, start_yaw: float,
-                 length: float, resolution: float = 0.005) -> Projector:
-        """Path `kind` of quadpipe.control.paths placed at the robot's start, `length` m of it."""
-        s = np.arange(0.0, length + resolution, resolution)
-        return cls(s, place(path_xy(kind, s, radius), start_xy, start_yaw))
-
     def project(self, xy: np.ndarray, back: float = 0.3, ahead: float = 0.6) -> float:
         lo = max(0, self.last - int(back / self.res))
         hi = min(len(self.s), self.last + int(ahead / self.res) + 1)
@@ -66,12 +54,46 @@ class Projector:
         """(2,) the path point at arc length s (linear between samples, the end beyond it)."""
         return np.array([np.interp(s, self.s, self.xy[:, 0]), np.interp(s, self.s, self.xy[:, 1])])
 
+    def points(self, s: np.ndarray) -> np.ndarray:
+        """(..., 2) path points at arc lengths s (...), as `point`."""
+        s = np.asarray(s, dtype=float)
+        return np.stack([np.interp(s, self.s, self.xy[:, 0]), np.interp(s, self.s, self.xy[:, 1])],
+                        axis=-1)
+
+    @property
+    def length(self) -> float:
+        return float(self.s[-1])
+
 
 def knob_target(turn: float, scale: float, cfg: ExpertConfig) -> np.ndarray:
     """(4,) knobs (scaleL, scaleR, hipBL, hipBR) for turn in [-1, 1] (+ left) and common scale."""
     d = cfg.turn_scale_delta
     return np.array([scale * (1.0 - d * turn), scale * (1.0 + d * turn),
                      -cfg.turn_hip_bias[0] * turn, -cfg.turn_hip_bias[1] * turn])
+
+
+@dataclasses.dataclass
+class Target:
+    """A target moving along a placed path at `speed` m/s from time 0; it stops at the end."""
+
+    path: Projector
+    speed: float  # m/s
+    dt: float  # s per step
+
+    def at(self, steps: np.ndarray) -> np.ndarray:
+        """(..., 2) world xy of the target at step indices `steps` (...)."""
+        return self.path.points(np.minimum(self.speed * self.dt * np.asarray(steps, dtype=float),
+                                           self.path.length))
+
+    def future(self, num_steps: int, offsets: np.ndarray, z: float) -> np.ndarray:
+        """(num_steps, W, 3) the target at steps k + offsets for k < num_steps, at height z: what a
+        policy observes (learn.samples.observe)."""
+        xy = self.at(np.arange(num_steps)[:, None] + np.asarray(offsets)[None, :])
+        return np.concatenate([xy, np.full(xy.shape[:-1] + (1,), z)], axis=-1)
+
+    def steering(self, expert: ExpertConfig, cfg: FollowerConfig) -> Steering:
+        """A fresh steering law for this target (its own projector state and knob filter)."""
+        return Steering(Projector(self.path.s, self.path.xy), self.speed, expert, cfg)
 
 
 class Steering:
@@ -103,35 +125,46 @@ class Steering:
         return joint_references(steps, np.full(n, MODE_FORWARD, dtype=np.int8), k)
 
 
-def follow_path(kind: str, num_steps: int, speed: float, radius: float, start_qpos: np.ndarray,
-                expert: ExpertConfig = ExpertConfig(), cfg: FollowerConfig = FollowerConfig(),
-                model: mujoco.MjModel | None = None) -> Rollout:
-    """Run the steered expert for num_steps from start_qpos; qpos (T+1, 19) as in sim.rollout.
+def expert_torque(qpos: np.ndarray, qvel: np.ndarray, ref: np.ndarray, expert: ExpertConfig
+                  ) -> np.ndarray:
+    """(N, 12) torque the expert applies at states qpos (N, 19), qvel (N, 18) given ref (N, 12).
 
-    The target moves along path `kind` (placed at the start position and heading) at `speed` m/s.
+    The same law as the model's native position servos (sim.model, pd="native"), computed outside
+    MuJoCo so the expert can drive the torque model alongside a policy.
     """
-    model = model or build_model(expert, pd="native")
-    data = mujoco.MjData(model)
-    start_yaw = float(yaw(start_qpos[3:7]))
-    length = speed * num_steps * expert.dt + 2.0 * cfg.lookahead + 1.0
-    steer = Steering(Projector.for_kind(kind, radius, start_qpos[:2], start_yaw, length), speed,
-                     expert, cfg)
-    state = full_state(model, start_qpos)
-    nq, nv = model.nq, model.nv
-    qpos = [np.asarray(start_qpos, dtype=float)[None]]
-    qvel = [np.zeros((1, nv))]
-    torque = []
-    step = 0
-    while step < num_steps:
-        n = min(cfg.chunk_steps, num_steps - step)
-        ctrl = steer.references(qpos[-1][-1], step, n)
-        states, sensors = mj_rollout.rollout(model, data, state[None], ctrl[None],
-                                             initial_warmstart=np.zeros((1, nv)))
-        state = states[0, -1]
-        qpos.append(states[0, :, 1:1 + nq])
-        qvel.append(states[0, :, 1 + nq:1 + nq + nv])
-        torque.append(sensors[0])
-        step += n
-    qp = np.concatenate(qpos)
-    return Rollout(qpos=qp, qvel=np.concatenate(qvel), time=np.arange(len(qp)) * expert.dt,
-                   torque=np.concatenate(torque))
+    kp, kd = np.tile(expert.kp, 4), np.tile(expert.kd, 4)
+    limit = expert.torque_limit
+    return np.clip(kp * (ref - qpos[:, 7:]) - kd * qvel[:, 6:], -limit, limit)
+
+
+class ExpertController:
+    """The path-following expert as a closed-loop controller of a batch of episodes.
+
+    `steering[i]` steers episode i (its path, speed and knob state); every `chunk_steps` steps the
+    joint references of the next chunk are planned from the current pose, and each step's torque
+    is the servo law at the state reached (closed_loop.Controller).
+    """
+
+    def __init__(self, steering: dict[int, Steering], expert: ExpertConfig,
+                 cfg: FollowerConfig = FollowerConfig()) -> None:
+        self.steering, self.expert, self.cfg = steering, expert, cfg
+        self.refs = {i: np.empty((cfg.chunk_steps, 12)) for i in steering}
+
+    def __call__(self, k: int, idx: np.ndarray, qpos: np.ndarray, qvel: np.ndarray
+                 ) -> np.ndarray:
+        j = k % self.cfg.chunk_steps
+        if j == 0:
+            for row, i in enumerate(idx):
+                self.refs[i][:] = self.steering[i].references(qpos[row], k, self.cfg.chunk_steps)
+        ref = np.stack([self.refs[i][j] for i in idx]) if len(idx) else np.zeros((0, 12))
+        return expert_torque(qpos, qvel, ref, self.expert)
+
+
+def standing_controller(qpos0: np.ndarray, expert: ExpertConfig):
+    """A controller holding the joints at the standing pose qpos0[7:] with the expert's servos."""
+    ref = np.asarray(qpos0[7:], dtype=float)
+
+    def control(k: int, idx: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        return expert_torque(qpos, qvel, np.broadcast_to(ref, (len(idx), 12)), expert)
+
+    return control

@@ -8,8 +8,7 @@ report. `eval_table` gathers the evaluation JSONs of all path types into one tab
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ STATE_NAMES = (
 )
 PATH_SAMPLE_S = 0.1  # s, resolution of the travelled-distance sum (ignores the gait's sway)
 PLOTS = ("paths", "commands", "durations", "torques")
-CONTROLLERS = ("policy", "expert", "standing")  # the rows of an evaluation JSON
 TABLES = ("trajectories.csv", "summary.csv", "trajectories.html", "summary.html")
 
 assert len(STATE_NAMES) == STATE_DIM and len(JOINT_NAMES) == ACTION_DIM
@@ -210,41 +208,6 @@ def _save(fig: Any, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
-
-
-def eval_table(results: Mapping[str, str | Path] | Iterable[str | Path]) -> pd.DataFrame:
-    """One table of the evaluation JSONs (quadpipe.evaluation.evaluate) of every path type.
-
-    `results` maps path type -> JSON file, or is a list of files named <path>.json. Each
-    controller (CONTROLLERS) found in a JSON gives a row (path, controller) of its metrics; the
-    JSON's top-level scalars (e.g. policy_to_expert_error_ratio) are repeated on its rows. A JSON
-    without controllers gives one row of its top-level scalars.
-    """
-    if not isinstance(results, Mapping):
-        results = {Path(p).stem: p for p in results}
-    rows = []
-    for path_type, file in results.items():
-        data = json.loads(Path(file).read_text())
-        shared = {k: v for k, v in data.items() if _scalar(v) and k != "path"}
-        found = [c for c in CONTROLLERS if isinstance(data.get(c), dict)]
-        if not found:
-            rows.append({"path": path_type, **shared})
-        for name in found:
-            metrics = {k: v for k, v in data[name].items() if _scalar(v)}
-            rows.append({"path": path_type, "controller": name, **metrics, **shared})
-    table = pd.DataFrame(rows)
-    return table.set_index([c for c in ("path", "controller") if c in table])
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def write_eval_table(results: Iterable[str | Path], html: str | Path, csv: str | Path) -> None:
-    """The eval table as CSV and as a standalone HTML page (a report item)."""
-    table = eval_table(results)
-    table.to_csv(csv)
-    Path(html).write_text(html_page(table, "Closed-loop evaluation per path type"))
 
 
 def html_page(table: pd.DataFrame, title: str, index: bool = True) -> str:

@@ -1,0 +1,135 @@
+"""CLI verbs of the evaluation stage: evaluate (a named path), render-path, suite, eval-report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from quadpipe.cli.main import load_config, verb
+
+
+def _eval_settings(path: str | None):
+    from quadpipe.config import ExpertConfig, from_mapping
+    from quadpipe.evaluation.named import EvalConfig
+
+    cfg = load_config(path)
+    section = {k: v for k, v in (cfg.get("eval") or {}).items() if k != "paths"}
+    return cfg, from_mapping(EvalConfig, section, "eval"), \
+        from_mapping(ExpertConfig, cfg.get("expert"), "expert")
+
+
+def _path_spec(arg: str, cfg: dict, radius: float):
+    """--path: a JSON path entry, a name from the config's eval.paths, or a built-in shape."""
+    from quadpipe.control.paths import parse_path, parse_paths
+
+    if arg.lstrip().startswith("{"):
+        try:
+            entry = json.loads(arg)
+        except json.JSONDecodeError as exc:
+            from quadpipe.errors import ConfigError
+
+            raise ConfigError(f"--path is not valid JSON: {exc}") from exc
+        return parse_path(entry, radius, "--path")
+    listed = (cfg.get("eval") or {}).get("paths")
+    if listed:
+        for spec in parse_paths(listed, radius):
+            if spec.name == arg:
+                return spec
+    return parse_path(arg, radius, "--path")
+
+
+def _checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", nargs="+", required=True,
+                   help="policy checkpoints (best.pt), one per training seed, first seed first")
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="the training seed of each checkpoint (default 0, 1, ...)")
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    _checkpoint_args(p)
+    p.add_argument("--path", required=True,
+                   help="a path name from the config's eval.paths, a built-in shape (circle, "
+                        "figure8, straight, zigzag, square, sine) or a JSON path entry")
+    p.add_argument("--out", required=True, help="JSON of policy/expert/standing metrics")
+    p.add_argument("--plot", help="top-view PNG")
+    p.add_argument("--threads", type=int, default=1, help="simulation threads")
+    p.add_argument("--config", help="YAML with eval and expert sections")
+
+
+@verb("evaluate", _evaluate_args)
+def _evaluate(args: argparse.Namespace) -> None:
+    """Closed-loop evaluation of each seed's policy against the expert and standing still."""
+    from quadpipe.evaluation.named import evaluate_path
+
+    cfg, ev, expert = _eval_settings(args.config)
+    spec = _path_spec(args.path, cfg, ev.radius)
+    r = evaluate_path(args.checkpoint, spec, ev, expert, args.seeds, args.out, args.plot,
+                      args.threads)
+    row = {s["seed"]: {m: s[m] for m in ("mean_tracking_error_m", "fell")} for s in r["seeds"]}
+    print(f"{spec.name}: expert {r['expert']['mean_tracking_error_m']:.3f} m, policy "
+          f"{json.dumps(row)}")
+
+
+def _render_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="policy checkpoint (best.pt)")
+    p.add_argument("--path", required=True, help="as for `quadpipe evaluate`")
+    p.add_argument("--out", required=True, help="mp4 to write")
+    p.add_argument("--config", help="YAML with eval and expert sections")
+
+
+@verb("render-path", _render_args)
+def _render(args: argparse.Namespace) -> None:
+    """A video of the policy following a path (eval.video_seconds of it)."""
+    from quadpipe.evaluation.named import render_policy
+
+    cfg, ev, expert = _eval_settings(args.config)
+    print(render_policy(args.checkpoint, _path_spec(args.path, cfg, ev.radius), args.out, ev,
+                        expert))
+
+
+def _suite_args(p: argparse.ArgumentParser) -> None:
+    _checkpoint_args(p)
+    p.add_argument("--condition", required=True, help="nominal, randomized or pushes")
+    p.add_argument("--out", required=True, help="JSON of every episode and the aggregates")
+    p.add_argument("--threads", type=int, help="simulation threads (default: suite.threads)")
+    p.add_argument("--config", help="YAML with suite and expert sections")
+
+
+@verb("suite", _suite_args)
+def _suite(args: argparse.Namespace) -> None:
+    """The evaluation suite on one condition: random held-out paths, policy vs expert, paired."""
+    import dataclasses
+
+    from quadpipe.config import ExpertConfig, from_mapping
+    from quadpipe.evaluation.suite import SuiteConfig, run_condition
+
+    cfg = load_config(args.config)
+    suite = SuiteConfig.from_mapping(cfg.get("suite"))
+    if args.threads is not None:
+        suite = dataclasses.replace(suite, threads=args.threads)
+    seeds = args.seeds if args.seeds is not None else list(range(len(args.checkpoint)))
+    r = run_condition(args.checkpoint, seeds, args.condition, suite,
+                      from_mapping(ExpertConfig, cfg.get("expert"), "expert"), args.out)
+    pol, exp = r["policy"]["pooled"], r["expert"]
+    print(f"{args.condition}: success policy {pol['successes']}/{pol['n']}, expert "
+          f"{exp['successes']}/{exp['n']}; median error ratio {r['ratio']['median']}")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--paths", nargs="*", default=[], help="named-path JSONs (results/eval/*.json)")
+    p.add_argument("--suite", nargs="*", default=[], help="suite JSONs, one per condition")
+    p.add_argument("--table-html", required=True, help="named-path table page")
+    p.add_argument("--table-csv", required=True, help="named-path table CSV")
+    p.add_argument("--suite-html", help="suite page (needs --suite)")
+    p.add_argument("--suite-csv", help="suite table CSV")
+    p.add_argument("--headline", help="reStructuredText headline table for the report's front page")
+
+
+@verb("eval-report", _report_args)
+def _eval_report(args: argparse.Namespace) -> None:
+    """Tables and pages of the evaluation: per path, per suite condition, and the headline."""
+    from quadpipe.evaluation.tables import write_reports
+
+    for name, path in write_reports(args.paths, args.suite, args.table_html, args.table_csv,
+                                    args.suite_html, args.suite_csv, args.headline).items():
+        print(f"{name}: {path}")

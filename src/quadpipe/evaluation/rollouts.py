@@ -1,0 +1,77 @@
+"""Policies, the expert and a standing robot on the same targets, in one batched closed loop.
+
+Every controller ("group") gets one episode per target, with the same physics and the same pushes
+as the other groups on that target: the comparison is paired. All episodes advance together
+(control.closed_loop.run): one MLP call per policy per step, `mj_step` per episode over threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import mujoco
+import numpy as np
+import torch
+
+from quadpipe.config import ExpertConfig
+from quadpipe.control.closed_loop import Episodes, Mixed, run
+from quadpipe.control.follower import ExpertController, FollowerConfig, Target, standing_controller
+from quadpipe.evaluation.metrics import episode_metrics
+from quadpipe.learn.controller import PolicyController
+from quadpipe.learn.policy import Policy
+from quadpipe.learn.samples import ObsConfig
+
+EXPERT, STANDING = "expert", "standing"
+
+
+@dataclasses.dataclass
+class Runs:
+    """metrics[group][p]: metrics of the group's episode on target p; qpos[group] (P, K, 19)."""
+
+    metrics: dict[str, list[dict[str, Any]]]
+    qpos: dict[str, np.ndarray]
+    record_every: int
+    steps_per_s: float
+
+
+def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
+               models: Sequence[mujoco.MjModel], policies: dict[str, tuple[Policy, ObsConfig]],
+               expert: ExpertConfig, follower: FollowerConfig = FollowerConfig(),
+               standing: bool = False, pushes: Sequence[list] | None = None, threads: int = 1,
+               record_every: int = 1) -> Runs:
+    """Run every group on every target for `num_steps` steps from pose q0 (torque models)."""
+    names = [*policies, EXPERT] + ([STANDING] if standing else [])
+    p = len(targets)
+    controllers = []
+    for g, name in enumerate(names):
+        episodes = range(g * p, (g + 1) * p)
+        if name == EXPERT:
+            controllers.append(ExpertController(
+                {e: targets[e - g * p].steering(expert, follower) for e in episodes}, expert,
+                follower))
+        elif name == STANDING:
+            controllers.append(standing_controller(q0, expert))
+        else:
+            policy, obs = policies[name]
+            future = np.stack([t.future(num_steps, obs.offsets, q0[2]) for t in targets])
+            controllers.append(PolicyController(policy, obs, future, np.arange(len(names) * p) % p,
+                                                expert.torque_limit))
+    owner = np.repeat(np.arange(len(names)), p)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: more torch threads only add overhead
+    try:
+        with Episodes(list(models) * len(names), q0, len(names) * p, threads) as sim:
+            trace = run(sim, num_steps, Mixed(owner, controllers), record_every,
+                        None if pushes is None else list(pushes) * len(names))
+    finally:
+        torch.set_num_threads(threads_before)
+    metrics, qpos = {}, {}
+    for g, name in enumerate(names):
+        sl = slice(g * p, (g + 1) * p)
+        qpos[name] = trace.qpos[sl]
+        metrics[name] = [episode_metrics(trace.qpos[e], record_every, int(trace.fall_step[e]),
+                                         targets[e - g * p], num_steps)
+                         for e in range(sl.start, sl.stop)]
+    return Runs(metrics, qpos, record_every, trace.steps_per_s)

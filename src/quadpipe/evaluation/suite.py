@@ -1,0 +1,201 @@
+"""The evaluation suite: many held-out random-path episodes per condition, policy vs expert, paired.
+
+Episode i of the suite is the same path and target speed in every condition and for every training
+seed (common random numbers), so conditions and seeds are compared on identical tasks; within a
+condition the policy of every seed and the expert face the same physics draw and the same pushes.
+
+Random streams. Episode i's path and speed come from
+`SeedSequence(entropy=(SUITE_STREAM, suite.seed), spawn_key=(i, 0))`, its physics and pushes in
+condition c from spawn key (i, 1 + c). DAgger draws its paths from `SeedSequence(train seed,
+spawn_key=(round,))`: its entropy is the bare training seed, the suite's always includes the tag
+SUITE_STREAM, so the two never start from the same state whatever the seeds, and the suite's paths
+are held out from every path the policy was trained on. Paths are drawn like DAgger's
+(control.paths.random_path: straight runs, arcs, corners), speeds uniformly in the expert's
+envelope.
+
+Figures: per episode the metrics of evaluation.metrics; success = no fall and progress >= 0.9.
+Success rates get Wilson 95 % intervals (per seed, and pooled over seeds x episodes); the
+policy/expert tracking-error ratio is taken per episode where both walked (no fall), and its median
+and mean get bootstrap 95 % intervals that resample seeds and episodes (evaluation.intervals).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadpipe.config import ExpertConfig, from_mapping
+from quadpipe.control.closed_loop import start_qpos
+from quadpipe.control.follower import FollowerConfig, Projector, Target
+from quadpipe.control.paths import place, random_path
+from quadpipe.errors import ConfigError
+from quadpipe.evaluation.intervals import bootstrap, wilson
+from quadpipe.evaluation.metrics import success
+from quadpipe.evaluation.rollouts import EXPERT, run_groups
+from quadpipe.learn.policy import load_checkpoint
+from quadpipe.sim.model import build_model
+from quadpipe.sim.physics import PhysicsRanges, PushRanges, apply, draw_physics, draw_pushes
+from quadpipe.sim.state import yaw
+
+SUITE_STREAM = 0x5717E  # tag in every suite seed's entropy: never equal to a DAgger stream
+CONDITIONS = ("nominal", "randomized", "pushes")  # index c gives the spawn key (i, 1 + c)
+METRIC_KEYS = ("fell", "fall_time_s", "mean_tracking_error_m", "mean_cross_track_error_m",
+               "progress_fraction", "success")
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteConfig:
+    """The `suite` section of config.yaml."""
+
+    episodes: int = 50
+    seconds: float = 10.0  # s per episode, from standing
+    seed: int = 1  # evaluation seed (its stream is disjoint from DAgger's: module docstring)
+    speed: tuple[float, float] = (0.15, 0.35)  # m/s range of the target speed
+    success_progress: float = 0.9  # progress fraction a success needs (and no fall)
+    lookahead: float = 0.4  # m, the expert follower's look-ahead
+    record_every: int = 10  # steps between recorded poses (metrics at 100 Hz)
+    threads: int = 1  # simulation threads per condition job
+    conditions: tuple[str, ...] = CONDITIONS
+    randomized: PhysicsRanges = PhysicsRanges()
+    pushes: PushRanges = PushRanges()
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.seconds <= 0 or self.record_every < 1:
+            raise ConfigError("suite.episodes and suite.record_every must be >= 1, "
+                              "suite.seconds > 0")
+        for c in self.conditions:
+            check_condition(c)
+        for where, r in (("suite", self), ("suite.randomized", self.randomized),
+                         ("suite.pushes", self.pushes)):
+            for f in dataclasses.fields(r):
+                v = getattr(r, f.name)
+                if f.name != "conditions" and isinstance(v, tuple) and v[0] > v[1]:
+                    raise ConfigError(f"{where}.{f.name} must be [low, high] with low <= high, "
+                                      f"got {list(v)}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> SuiteConfig:
+        data = dict(data or {})
+        nested = {"randomized": PhysicsRanges, "pushes": PushRanges}
+        sub = {k: from_mapping(t, data.pop(k, None), f"suite.{k}") for k, t in nested.items()}
+        return dataclasses.replace(from_mapping(cls, data, "suite"), **sub)
+
+
+def check_condition(name: str) -> str:
+    if name not in CONDITIONS:
+        raise ConfigError(f"unknown suite condition {name!r}; choose from {', '.join(CONDITIONS)}")
+    return name
+
+
+def episode_plan(cfg: SuiteConfig, condition: str, expert: ExpertConfig, q0: np.ndarray,
+                 num_steps: int) -> list[dict[str, Any]]:
+    """Per episode: its target, physics draw (or None) and pushes, from the suite's streams."""
+    c = CONDITIONS.index(check_condition(condition))
+    plan = []
+    for i in range(cfg.episodes):
+        rng = np.random.default_rng(np.random.SeedSequence((SUITE_STREAM, cfg.seed),
+                                                           spawn_key=(i, 0)))
+        speed = float(rng.uniform(*cfg.speed))
+        s, xy = random_path(rng, speed * num_steps * expert.dt + 2.0 * cfg.lookahead + 1.0)
+        target = Target(Projector(s, place(xy, q0[:2], float(yaw(q0[3:7])))), speed, expert.dt)
+        crng = np.random.default_rng(np.random.SeedSequence((SUITE_STREAM, cfg.seed),
+                                                            spawn_key=(i, 1 + c)))
+        physics = draw_physics(crng, cfg.randomized) if condition == "randomized" else None
+        pushes = draw_pushes(crng, cfg.pushes, cfg.seconds, expert.dt) \
+            if condition == "pushes" else []
+        plan.append({"target": target, "speed": speed, "physics": physics, "pushes": pushes})
+    return plan
+
+
+def run_condition(checkpoints: list[str | Path], seeds: list[int], condition: str,
+                  cfg: SuiteConfig = SuiteConfig(), expert: ExpertConfig = ExpertConfig(),
+                  out: str | Path | None = None) -> dict[str, Any]:
+    """Every seed's policy and the expert on the suite's episodes of `condition`; the JSON."""
+    if len(seeds) != len(checkpoints):
+        raise ConfigError(f"{len(checkpoints)} checkpoints but {len(seeds)} seeds")
+    model = build_model(expert, pd="torque")
+    q0 = start_qpos(model)
+    num = int(round(cfg.seconds / expert.dt))
+    plan = episode_plan(cfg, condition, expert, q0, num)
+    models = [apply(model, p["physics"]) if p["physics"] else model for p in plan]
+    names = [f"seed_{s}" for s in seeds]
+    policies = {n: load_checkpoint(c)[:2] for n, c in zip(names, checkpoints, strict=True)}
+    runs = run_groups([p["target"] for p in plan], num, q0, models, policies, expert,
+                      FollowerConfig(lookahead=cfg.lookahead), pushes=[p["pushes"] for p in plan],
+                      threads=cfg.threads, record_every=cfg.record_every)
+    for group in runs.metrics.values():
+        for m in group:
+            m["success"] = success(m, cfg.success_progress)
+    episodes = []
+    for i, p in enumerate(plan):
+        episodes.append({
+            "episode": i, "speed_m_s": p["speed"],
+            "physics": p["physics"].as_dict() if p["physics"] else None,
+            "pushes": [[step * expert.dt, *dv[:2].tolist()] for step, dv in p["pushes"]],
+            EXPERT: _pick(runs.metrics[EXPERT][i]),
+            "policy": {n: _pick(runs.metrics[n][i]) for n in names}})
+    result = {"condition": condition, "seeds": list(seeds), "checkpoints": [str(c) for c in
+                                                                            checkpoints],
+              "suite_config": dataclasses.asdict(cfg), **summarise(episodes, names),
+              "steps_per_s": runs.steps_per_s, "episodes": episodes}
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _pick(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m[k] for k in METRIC_KEYS}
+
+
+def rate(flags: list[bool]) -> dict[str, Any]:
+    """Successes, n, rate and its Wilson 95 % interval."""
+    k, n = int(sum(flags)), len(flags)
+    return {"successes": k, "n": n, "rate": k / n if n else None, "ci95": list(wilson(k, n))}
+
+
+def summarise(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Success rates with Wilson intervals and paired error ratios with bootstrap intervals."""
+    expert_ok = [e[EXPERT]["success"] for e in episodes]
+    # ratio[s, i]: policy of seed s / expert on episode i, NaN unless both walked
+    ratio = np.full((len(names), len(episodes)), np.nan)
+    for i, e in enumerate(episodes):
+        for s, n in enumerate(names):
+            p, x = e["policy"][n], e[EXPERT]
+            if not p["fell"] and not x["fell"]:
+                ratio[s, i] = p["mean_tracking_error_m"] / max(x["mean_tracking_error_m"], 1e-9)
+    per_seed = []
+    for s, n in enumerate(names):
+        r = ratio[s][np.isfinite(ratio[s])]
+        per_seed.append({"seed": n, **rate([e["policy"][n]["success"] for e in episodes]),
+                         "falls": int(sum(e["policy"][n]["fell"] for e in episodes)),
+                         "ratio_median": float(np.median(r)) if len(r) else None,
+                         "ratio_mean": float(np.mean(r)) if len(r) else None})
+    rates = np.array([p["rate"] for p in per_seed])
+    finite = ratio[np.isfinite(ratio)]
+    return {
+        "expert": {**rate(expert_ok), "falls": int(sum(e[EXPERT]["fell"] for e in episodes)),
+                   "mean_tracking_error_m": float(np.mean(
+                       [e[EXPERT]["mean_tracking_error_m"] for e in episodes]))},
+        "policy": {
+            "pooled": rate([e["policy"][n]["success"] for n in names for e in episodes]),
+            "per_seed": per_seed,
+            "success_rate_mean_over_seeds": float(rates.mean()),
+            "success_rate_std_over_seeds": float(rates.std(ddof=1)) if len(rates) > 1 else 0.0},
+        "ratio": {
+            "pairs": int(len(finite)),
+            "median": float(np.median(finite)) if len(finite) else None,
+            "median_ci95": _list(bootstrap(ratio, np.median)),
+            "mean": float(np.mean(finite)) if len(finite) else None,
+            "mean_ci95": _list(bootstrap(ratio, np.mean))},
+    }
+
+
+def _list(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else list(ci)

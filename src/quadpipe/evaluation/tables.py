@@ -1,0 +1,216 @@
+"""The evaluation's tables and pages: per named path, per suite condition, and the headline.
+
+The headline (reStructuredText) is what the report's front page shows without a click: policy vs
+expert per path and per condition, each figure with its spread over seeds or its 95 % interval.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quadpipe.data.stats import html_page
+
+PATH_COLUMNS = ("mean_tracking_error_m", "mean_cross_track_error_m", "progress_fraction", "fell",
+                "fall_time_s", "policy_to_expert_error_ratio")
+
+
+def _load(files) -> list[dict[str, Any]]:
+    return [json.loads(Path(f).read_text()) for f in files]
+
+
+def path_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (path, controller): each seed's policy, the expert, standing still."""
+    rows = []
+    for r in results:
+        runs = [(f"policy (seed {s['seed']})", s) for s in r["seeds"]]
+        runs += [("expert", r["expert"]), ("standing", r["standing"])]
+        for who, m in runs:
+            rows.append({"path": r["path"], "controller": who,
+                         **{c: m.get(c) for c in PATH_COLUMNS}})
+    return pd.DataFrame(rows).set_index(["path", "controller"])
+
+
+def _ci(ci: list[float] | None, pct: bool = False) -> str:
+    if ci is None:
+        return "-"
+    return f"[{100 * ci[0]:.0f}, {100 * ci[1]:.0f}] %" if pct else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _rate(r: dict[str, Any]) -> str:
+    return f"{r['successes']}/{r['n']} = {100 * r['rate']:.0f} % {_ci(r['ci95'], True)}"
+
+
+def _num(v: float | None, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def suite_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per condition: success of expert and policy, the paired error ratio."""
+    rows = []
+    for r in results:
+        pol, ratio = r["policy"], r["ratio"]
+        rows.append({
+            "condition": r["condition"], "episodes": r["expert"]["n"],
+            "seeds": len(r["seeds"]),
+            "expert success (95% CI)": _rate(r["expert"]),
+            "policy success, pooled (95% CI)": _rate(pol["pooled"]),
+            "policy success per seed, mean ± sd":
+                f"{100 * pol['success_rate_mean_over_seeds']:.0f} ± "
+                f"{100 * pol['success_rate_std_over_seeds']:.0f} %",
+            "error ratio median (95% CI)":
+                f"{_num(ratio['median'])} {_ci(ratio['median_ci95'])}",
+            "error ratio mean (95% CI)": f"{_num(ratio['mean'])} {_ci(ratio['mean_ci95'])}",
+            "pairs both walked": ratio["pairs"]})
+    return pd.DataFrame(rows).set_index("condition")
+
+
+def seed_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [{"condition": r["condition"], "seed": s["seed"].replace("seed_", ""),
+             "success": _rate(s), "falls": s["falls"],
+             "error ratio median": _num(s["ratio_median"]),
+             "error ratio mean": _num(s["ratio_mean"])}
+            for r in results for s in r["policy"]["per_seed"]]
+    return pd.DataFrame(rows).set_index(["condition", "seed"])
+
+
+def headline_rows(paths: list[dict[str, Any]], suite: list[dict[str, Any]]
+                  ) -> tuple[list[list[str]], list[list[str]]]:
+    """(rows per path, rows per condition) of the headline, as text cells."""
+    prow = []
+    for r in paths:
+        errs = np.array([s["mean_tracking_error_m"] for s in r["seeds"]])
+        ratios = np.array([s["policy_to_expert_error_ratio"] for s in r["seeds"]])
+        spread = f" ± {errs.std(ddof=1):.3f}" if len(errs) > 1 else ""
+        rspread = f" ± {ratios.std(ddof=1):.2f}" if len(ratios) > 1 else ""
+        prow.append([r["path"], f"{r['expert']['mean_tracking_error_m']:.3f}",
+                     f"{errs.mean():.3f}{spread}", f"{ratios.mean():.2f}{rspread}",
+                     f"{r['across_seeds']['falls']}/{len(r['seeds'])}"])
+    crow = [[r["condition"], _rate(r["expert"]), _rate(r["policy"]["pooled"]),
+             f"{_num(r['ratio']['median'])} {_ci(r['ratio']['median_ci95'])}"] for r in suite]
+    return prow, crow
+
+
+def _rst_table(header: list[str], rows: list[list[str]]) -> str:
+    """A reStructuredText grid table."""
+    cells = [header, *rows]
+    widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    head = line.replace("-", "=")
+
+    def fmt(r: list[str]) -> str:
+        return "|" + "|".join(f" {str(c):<{w}} " for c, w in zip(r, widths, strict=True)) + "|"
+
+    return "\n".join([line, fmt(header), head, *[x for r in rows for x in (fmt(r), line)]])
+
+
+def headline_rst(paths: list[dict[str, Any]], suite: list[dict[str, Any]]) -> str:
+    prow, crow = headline_rows(paths, suite)
+    seeds = len(paths[0]["seeds"]) if paths else len(suite[0]["seeds"]) if suite else 0
+    out = [f"Headline: policy vs expert ({seeds} training seed{'s' if seeds != 1 else ''})",
+           "-" * 60, ""]
+    if prow:
+        out += ["Named paths: mean tracking error (m), the policy's as mean ± sd over seeds; "
+                "ratio = policy / expert on the same path; falls = seeds whose policy fell.", "",
+                _rst_table(["path", "expert error", "policy error", "ratio", "falls"], prow), ""]
+    if crow:
+        n = suite[0]["expert"]["n"]
+        out += [f"Evaluation suite: {n} held-out random-path episodes per condition, policy "
+                "and expert on the same episodes; success = no fall and >= 90 % progress "
+                "(Wilson 95 % interval, policy pooled over seeds); error ratio = median over "
+                "episodes both walked (bootstrap 95 % interval over seeds and episodes).", "",
+                _rst_table(["condition", "expert success", "policy success",
+                            "error ratio (median)"], crow), ""]
+    return "\n".join(out) + "\n"
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def suite_figures(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(title, base64 PNG): success rates with interval bars; error distributions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conds = [r["condition"] for r in results]
+    x = np.arange(len(conds))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for off, who, colour in ((-0.18, "expert", "tab:orange"), (0.18, "policy", "tab:blue")):
+        rates = [r[who]["rate"] if who == "expert" else r["policy"]["pooled"]["rate"]
+                 for r in results]
+        cis = [r[who]["ci95"] if who == "expert" else r["policy"]["pooled"]["ci95"]
+               for r in results]
+        err = np.array([[p - c[0] for p, c in zip(rates, cis, strict=True)],
+                        [c[1] - p for p, c in zip(rates, cis, strict=True)]])
+        ax.bar(x + off, rates, 0.34, yerr=err, capsize=4, color=colour, label=who)
+    ax.set(xticks=x, xticklabels=conds, ylim=(0, 1.05), ylabel="success rate (95 % CI)")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    figs = [("Success rate per condition", _png(fig))]
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    data, labels = [], []
+    for r in results:
+        for who in ("expert", "policy"):
+            vals = [e["expert"]["mean_tracking_error_m"] for e in r["episodes"]
+                    if not e["expert"]["fell"]] if who == "expert" else \
+                [m["mean_tracking_error_m"] for e in r["episodes"] for m in e["policy"].values()
+                 if not m["fell"]]
+            data.append(vals or [np.nan])
+            labels.append(f"{r['condition']}\n{who}")
+    ax.boxplot(data, tick_labels=labels)
+    ax.set(ylabel="mean tracking error (m), episodes without a fall")
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    figs.append(("Tracking error distributions, policy vs expert", _png(fig)))
+    plt.close(fig)
+    return figs
+
+
+def suite_page(results: list[dict[str, Any]]) -> str:
+    """A self-contained HTML page: condition table, figures, per-seed table."""
+    cfg = results[0]["suite_config"]
+    intro = (f"{cfg['episodes']} held-out random-path episodes of {cfg['seconds']:g} s per "
+             f"condition (suite seed {cfg['seed']}, target speed {cfg['speed'][0]:g}-"
+             f"{cfg['speed'][1]:g} m/s), every seed's policy and the expert on the same "
+             "episodes and the same physics draws and pushes.")
+    body = html_page(suite_table(results), "Evaluation suite", index=True)
+    figs = "".join(f"<h3>{escape(t)}</h3><img alt='{escape(t)}' src='data:image/png;base64,"
+                   f"{b}'/>" for t, b in suite_figures(results))
+    seeds = seed_table(results).to_html(border=0, classes="quadpipe-table")
+    extra = (f"<p>{escape(intro)}</p>{figs}<h3>Per training seed</h3>{seeds}")
+    return body.replace("</h2>\n", f"</h2>\n{extra}\n", 1)
+
+
+def write_reports(paths: list, suite: list, table_html, table_csv, suite_html=None,
+                  suite_csv=None, headline=None) -> dict[str, Path]:
+    """Write whichever pages are asked for; returns name -> file."""
+    pr, sr = _load(paths), _load(suite)
+    out: dict[str, Path] = {}
+    if pr:
+        table = path_table(pr)
+        table.to_csv(table_csv)
+        Path(table_html).write_text(html_page(table, "Closed-loop evaluation per path"))
+        out |= {"table_html": Path(table_html), "table_csv": Path(table_csv)}
+    if sr and suite_html:
+        Path(suite_html).write_text(suite_page(sr))
+        out["suite_html"] = Path(suite_html)
+    if sr and suite_csv:
+        suite_table(sr).to_csv(suite_csv)
+        out["suite_csv"] = Path(suite_csv)
+    if headline:
+        Path(headline).write_text(headline_rst(pr, sr))
+        out["headline"] = Path(headline)
+    return out
