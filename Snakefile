@@ -10,10 +10,12 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-report: "workflow/report/workflow.rst"
-
-
 include: "workflow/rules/common.smk"
+
+
+report: landing_page()
+
+
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/replay.smk"

@@ -1,17 +1,33 @@
 # Config validation, helpers shared by the rules, wildcard constraints.
 # Parse-time imports stay light (no torch, no mujoco): every cluster job re-parses this file.
 import json
+import os
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from quadpipe.control.paths import parse_paths
+from quadpipe.errors import ConfigError
+
 validate(config, schema="../schemas/config.schema.yaml")
+
+try:  # path entries are data: check them now, with one message naming the entry
+    PATHS = {
+        spec.name: spec
+        for spec in parse_paths(config["eval"]["paths"], config["eval"]["radius"])
+    }
+except ConfigError as exc:
+    raise WorkflowError(f"config: {exc}") from None
+SEEDS = config["train"]["seeds"]
+CONDITIONS = config["suite"]["conditions"]
 
 
 wildcard_constraints:
     shard=r"\d+",
     traj=r"\d{5}",
-    path="|".join(config["eval"]["paths"]),
+    path="|".join(PATHS),
+    seed=r"\d+",
+    condition="|".join(CONDITIONS),
 
 
 REPORT = "report.html"
@@ -19,6 +35,10 @@ DATASET = "results/dataset/dataset.h5"
 SUMMARY = "results/dataset/summary.h5"
 PLOTS = ["paths", "commands", "durations", "torques"]
 CHECKPOINT = "results/train/best.pt"
+SAMPLE_DIR = "results/train/samples"
+SAMPLES = f"{SAMPLE_DIR}/meta.json"
+HEADLINE = "results/report/headline.rst"
+LANDING = "results/report/landing.rst"
 CONDA_ENV = "../envs/quadpipe.yaml"
 
 
@@ -80,37 +100,73 @@ def replay_videos(wildcards=None):
     return expand("results/replay/trajectory_{traj}.mp4", traj=replay_ids())
 
 
+def seed_dir(seed):
+    return f"results/train/seed_{seed}"
+
+
+def seed_checkpoints(wildcards=None):
+    """Every seed's best.pt, the first seed's first (its policy is the default one)."""
+    return [f"{seed_dir(s)}/best.pt" for s in SEEDS]
+
+
+def train_settings(wildcards):
+    """The train section for one seed's job: `seeds` replaced by that seed."""
+    train = {k: v for k, v in config["train"].items() if k != "seeds"}
+    return json.dumps({"train": {**train, "seed": int(wildcards.seed)}}, sort_keys=True)
+
+
+def path_entry(wildcards):
+    """The path's own entry as JSON: editing one path reruns only its jobs."""
+    return json.dumps(PATHS[wildcards.path].as_dict(), sort_keys=True)
+
+
+def path_inputs(wildcards):
+    """The waypoint file of a path given by file, so that editing the file reruns it."""
+    for entry in config["eval"]["paths"]:
+        if isinstance(entry, dict) and entry.get("name") == wildcards.path:
+            if isinstance(entry.get("waypoints"), str):
+                return [entry["waypoints"]]
+    return []
+
+
+def suite_settings(wildcards):
+    """The suite section for one condition: only that condition's ranges, no thread count."""
+    c = wildcards.condition
+    drop = {"threads", "conditions"} | ({"randomized", "pushes"} - {c})
+    suite = {k: v for k, v in config["suite"].items() if k not in drop}
+    return json.dumps(
+        {"suite": suite, "expert": config["expert"]}, sort_keys=True
+    )
+
+
 def eval_results(wildcards=None):
-    return expand("results/eval/{path}.json", path=config["eval"]["paths"])
+    return expand("results/eval/{path}.json", path=PATHS)
 
 
 def eval_plots():
-    return expand("results/eval/{path}.png", path=config["eval"]["paths"])
+    return expand("results/eval/{path}.png", path=PATHS)
 
 
 def eval_videos(wildcards=None):
-    return expand("results/eval/{path}.mp4", path=config["eval"]["paths"])
+    return expand("results/eval/{path}.mp4", path=PATHS)
 
 
-def eval_output_files():
-    """evaluate's outputs: the video only when eval.video is on."""
-    out = {
-        "result": "results/eval/{path}.json",
-        "plot": report(
-            "results/eval/{path}.png",
-            caption="../report/eval_plot.rst",
-            category="Evaluation",
-            subcategory="Plots",
-            labels={"path": "{path}"},
-        ),
-    }
-    if config["eval"]["video"]:
-        out["video"] = "results/eval/{path}.mp4"
-    return out
+def suite_results(wildcards=None):
+    return expand("results/eval/suite/{condition}.json", condition=CONDITIONS)
 
 
-def video_option(wildcards, output):
-    return f"--video {output.video}" if config["eval"]["video"] else ""
+def training_curves():
+    return [
+        f"{seed_dir(s)}/{f}" for s in SEEDS for f in ("history.csv", "loss.png")
+    ]
+
+
+def landing_page():
+    """The report's front page: the run's description and, once evaluated, the headline table
+    (written by eval_report), so the figures are readable without a click."""
+    if os.path.exists(LANDING):
+        return os.path.abspath(LANDING)
+    return "workflow/report/workflow.rst"
 
 
 def all_results():
@@ -123,11 +179,14 @@ def all_results():
         expand("results/stats/plots/{plot}.png", plot=PLOTS),
         replay_outputs(),
         "results/report/replay_videos.html",
-        "results/train/history.csv",
-        "results/train/loss.png",
+        CHECKPOINT,
+        training_curves(),
         eval_results(),
         eval_plots(),
+        suite_results(),
         "results/eval/index.html",
+        "results/eval/suite/index.html",
+        LANDING,
     ]
     if config["eval"]["video"]:
         out.append("results/report/eval_videos.html")

@@ -1,11 +1,20 @@
-# Closed-loop evaluation of the policy, one job per path type, and the report's eval pages.
+# Closed-loop evaluation: every seed's policy vs the expert on each named path (one job per
+# path) and on the suite's random held-out episodes (one job per condition); the report's pages.
 
 
 rule evaluate:
     input:
-        CHECKPOINT,
+        checkpoints=seed_checkpoints,
+        waypoints=path_inputs,
     output:
-        **eval_output_files(),
+        result="results/eval/{path}.json",
+        plot=report(
+            "results/eval/{path}.png",
+            caption="../report/eval_plot.rst",
+            category="Evaluation",
+            subcategory="Plots",
+            labels={"path": "{path}"},
+        ),
     log:
         out="results/logs/evaluate/{path}.log",
         settings="results/logs/evaluate/{path}.json",
@@ -18,34 +27,100 @@ rule evaluate:
         mem_mb=2000,
         runtime=30,
     params:
-        # the path list is not a parameter: adding a path type must not rerun the others
-        settings=settings("expert", "eval", drop=("paths",)),
-        video=video_option,
+        # only this path's entry: adding or editing another path must not rerun this one
+        settings=settings("expert", "eval", drop=("paths", "video", "video_seconds", "fps")),
+        path=path_entry,
+        seeds=" ".join(str(s) for s in SEEDS),
     shell:
         "echo {params.settings:q} > {log.settings} && "
-        "OMP_NUM_THREADS={threads} python -m quadpipe evaluate --checkpoint {input} --path {wildcards.path} "
-        "--out {output.result} --plot {output.plot} {params.video} --config {log.settings} "
-        "> {log.out} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m quadpipe evaluate --checkpoint {input.checkpoints} "
+        "--seeds {params.seeds} --path {params.path:q} --out {output.result} "
+        "--plot {output.plot} --config {log.settings} > {log.out} 2>&1"
 
 
-rule eval_table:
+rule eval_video:
     input:
-        eval_results,
+        checkpoint=CHECKPOINT,
+        waypoints=path_inputs,
+    output:
+        "results/eval/{path}.mp4",
+    log:
+        out="results/logs/eval_video/{path}.log",
+        settings="results/logs/eval_video/{path}.json",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        settings=settings("expert", "eval", drop=("paths",)),
+        path=path_entry,
+    shell:
+        "echo {params.settings:q} > {log.settings} && "
+        "OMP_NUM_THREADS=1 python -m quadpipe render-path --checkpoint {input.checkpoint} "
+        "--path {params.path:q} --out {output} --config {log.settings} > {log.out} 2>&1"
+
+
+rule suite:
+    input:
+        seed_checkpoints,
+    output:
+        "results/eval/suite/{condition}.json",
+    log:
+        out="results/logs/suite/{condition}.log",
+        settings="results/logs/suite/{condition}.json",
+    benchmark:
+        "results/benchmarks/suite/{condition}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["suite"]["threads"]
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    params:
+        settings=suite_settings,
+        seeds=" ".join(str(s) for s in SEEDS),
+    shell:
+        "echo {params.settings:q} > {log.settings} && "
+        "OMP_NUM_THREADS=1 python -m quadpipe suite --checkpoint {input} --seeds {params.seeds} "
+        "--condition {wildcards.condition} --threads {threads} --out {output} "
+        "--config {log.settings} > {log.out} 2>&1"
+
+
+rule eval_report:
+    input:
+        paths=eval_results,
+        suite=suite_results,
     output:
         html=report(
             "results/eval/index.html",
             caption="../report/eval_table.rst",
             category="Evaluation",
-            subcategory="Table",
-            labels={"table": "policy vs expert vs standing"},
+            subcategory="Named paths",
+            labels={"table": "policy vs expert vs standing, per path"},
         ),
         csv="results/eval/table.csv",
+        suite_html=report(
+            "results/eval/suite/index.html",
+            caption="../report/suite.rst",
+            category="Evaluation",
+            subcategory="Suite",
+            labels={"table": "success and error ratio per condition"},
+        ),
+        suite_csv="results/eval/suite/table.csv",
+        headline=HEADLINE,
+        landing=LANDING,
     log:
-        "results/logs/eval_table.log",
+        "results/logs/eval_report.log",
     conda:
         CONDA_ENV
+    params:
+        intro=workflow.source_path("../report/workflow.rst"),
     shell:
-        "python -m quadpipe eval-table {input} --html {output.html} --csv {output.csv} > {log} 2>&1"
+        "python -m quadpipe eval-report --paths {input.paths} --suite {input.suite} "
+        "--table-html {output.html} --table-csv {output.csv} --suite-html {output.suite_html} "
+        "--suite-csv {output.suite_csv} --headline {output.headline} > {log} 2>&1 && "
+        "cat {params.intro:q} {output.headline} > {output.landing}"
 
 
 rule eval_videos:
@@ -64,4 +139,4 @@ rule eval_videos:
         CONDA_ENV
     shell:
         "python -m quadpipe video-page {input} --out {output} "
-        "--title 'Policy following each path type' > {log} 2>&1"
+        "--title 'Policy (first seed) following each path' > {log} 2>&1"

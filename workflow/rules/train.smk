@@ -1,29 +1,62 @@
-# Behaviour cloning of the path-following policy.
+# The policy: training samples prepared once, then one training job per seed (behaviour cloning
+# then DAgger), and the first seed's policy as the default results/train/best.pt.
+
+
+rule prepare:
+    input:
+        DATASET,
+    output:
+        SAMPLES,
+    log:
+        out="results/logs/prepare.log",
+        settings="results/logs/prepare.json",
+    benchmark:
+        "results/benchmarks/prepare.tsv"
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        # only what shapes the samples: the observation and the stride
+        settings=settings(
+            "train",
+            drop=[
+                k
+                for k in config["train"]
+                if k not in ("horizon", "waypoint_every", "sample_stride", "gait_clock", "path_frame")
+            ],
+        ),
+    shell:
+        "echo {params.settings:q} > {log.settings} && "
+        "python -m quadpipe prepare --dataset {input} --out {SAMPLE_DIR} --config {log.settings} "
+        "> {log.out} 2>&1"
 
 
 rule train:
     input:
-        DATASET,
+        dataset=DATASET,
+        samples=SAMPLES,
     output:
-        best=CHECKPOINT,
-        last="results/train/last.pt",
+        best="results/train/seed_{seed}/best.pt",
+        last="results/train/seed_{seed}/last.pt",
         history=report(
-            "results/train/history.csv",
+            "results/train/seed_{seed}/history.csv",
             caption="../report/history.rst",
             category="Training curves",
-            labels={"file": "history.csv"},
+            labels={"seed": "{seed}", "file": "history.csv"},
         ),
         loss=report(
-            "results/train/loss.png",
+            "results/train/seed_{seed}/loss.png",
             caption="../report/loss.rst",
             category="Training curves",
-            labels={"file": "loss.png"},
+            labels={"seed": "{seed}", "file": "loss.png"},
         ),
     log:
-        out="results/logs/train.log",
-        settings="results/logs/train.json",
+        out="results/logs/train/seed_{seed}.log",
+        settings="results/logs/train/seed_{seed}.json",
     benchmark:
-        "results/benchmarks/train.tsv"
+        "results/benchmarks/train/seed_{seed}.tsv"
     conda:
         CONDA_ENV
     threads: config["train"]["threads"]
@@ -31,8 +64,20 @@ rule train:
         mem_mb=4000,
         runtime=120,
     params:
-        settings=settings("train"),
+        settings=train_settings,
     shell:
         "echo {params.settings:q} > {log.settings} && "
-        "OMP_NUM_THREADS={threads} python -m quadpipe train --dataset {input} --out-dir results/train "
+        "OMP_NUM_THREADS={threads} python -m quadpipe train --dataset {input.dataset} "
+        "--samples {SAMPLE_DIR} --out-dir results/train/seed_{wildcards.seed} "
         "--config {log.settings} > {log.out} 2>&1"
+
+
+rule default_policy:
+    input:
+        f"results/train/seed_{SEEDS[0]}/best.pt",
+    output:
+        CHECKPOINT,
+    log:
+        "results/logs/default_policy.log",
+    shell:
+        "cp {input} {output} 2> {log}"

@@ -152,8 +152,8 @@ def suite_figures(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
                  for r in results]
         cis = [r[who]["ci95"] if who == "expert" else r["policy"]["pooled"]["ci95"]
                for r in results]
-        err = np.array([[p - c[0] for p, c in zip(rates, cis, strict=True)],
-                        [c[1] - p for p, c in zip(rates, cis, strict=True)]])
+        err = np.maximum(0.0, [[p - c[0] for p, c in zip(rates, cis, strict=True)],
+                               [c[1] - p for p, c in zip(rates, cis, strict=True)]])
         ax.bar(x + off, rates, 0.34, yerr=err, capsize=4, color=colour, label=who)
     ax.set(xticks=x, xticklabels=conds, ylim=(0, 1.05), ylabel="success rate (95 % CI)")
     ax.legend(loc="lower left", fontsize=8)
