@@ -1,11 +1,10 @@
-"""Benchmark: training samples/s on the CPU, and one closed-loop second vs the raw simulation.
+"""Benchmark: training samples/s on the CPU, and DAgger collection vs the raw simulation.
 
 Usage: python benchmarks/train.py [--dataset FILE] [--json OUT]
 Without --dataset a small shard is generated in a temporary directory (~1 minute).
-Prints a table: training samples/s (batch 256, the default MLP), the wall time of one simulated
-second (1000 steps) for raw mj_step, the closed-loop policy (observation + MLP + mj_step), and the
-path-following expert (native chunks), and the policy's share of each closed-loop step; and the
-DAgger collection cost per simulated episode-second with 64 episodes batched.
+Prints training samples/s (batch 256, the default MLP), the wall time of one simulated second
+(1000 steps) of raw mj_step, and the DAgger collection cost per simulated episode-second with 64
+episodes batched. The closed loop of evaluation: benchmarks/closed_loop.py.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import torch
 
 from quadpipe.config import ExpertConfig, GenerateConfig
 from quadpipe.control.closed_loop import start_qpos
-from quadpipe.evaluation.evaluate import EvalConfig, run_expert, run_policy
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.learn.train import TrainConfig, build_policy, load_arrays, prepare
@@ -95,31 +93,20 @@ def main() -> None:
                            progress=False)
         rate = training_rate(dataset, work)
     obs = ObsConfig()
-    policy = Policy(obs.dim, 12, TrainConfig().hidden)  # untrained: timing only, stops at a fall
-    cfg = EvalConfig(duration=2.0, video=False)
-    pol = run_policy(policy, obs, "straight", cfg, expert, stop_on_fall=False)
-    exp = run_expert("straight", cfg, expert)
+    policy = Policy(obs.dim, 12, TrainConfig().hidden)  # untrained: timing only
     raw = raw_second(expert)
-    per_policy = 1.0 / pol.steps_per_s * 1000.0
     dagger = dagger_second(policy, obs, expert, threads=TrainConfig().threads)
     rows = {
         "training_samples_per_s": rate,
         "raw_mj_step_s_per_sim_s": raw,
-        "policy_closed_loop_s_per_sim_s": per_policy,
-        "expert_follower_s_per_sim_s": 1000.0 / exp.steps_per_s,
-        "policy_share_of_step": 1.0 - raw / per_policy,
         "dagger_s_per_episode_sim_s": dagger,
         "torch_threads": TrainConfig().threads,
         "load_average_1min": os.getloadavg()[0],
     }
     print(f"training (CPU, batch 256):          {rate:10.0f} samples/s")
     print(f"raw mj_step, 1 simulated s:         {raw * 1e3:10.1f} ms")
-    print(f"closed-loop policy, 1 simulated s:  {per_policy * 1e3:10.1f} ms "
-          f"(policy + observation {rows['policy_share_of_step']:.0%} of each step)")
-    expert_ms = rows["expert_follower_s_per_sim_s"] * 1e3
-    print(f"expert follower, 1 simulated s:     {expert_ms:10.1f} ms")
     print(f"DAgger, 64 episodes batched, 1 simulated s of one episode: {dagger * 1e3:6.1f} ms "
-          f"({per_policy / dagger:.1f}x the single closed loop, {dagger / raw:.2f}x raw mj_step)")
+          f"({dagger / raw:.2f}x raw mj_step)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -24,9 +24,12 @@ SNAKEFILE = ROOT / "Snakefile"
 TEST_CONFIG = ROOT / "tests" / "config" / "config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
-# Jobs downstream of the merged dataset, and of the checkpoint (report and `all` close every run).
-AFTER_TRAIN = {"evaluate", "eval_table", "eval_videos", "report", "all"}
-AFTER_MERGE = {"stats", "replay", "replay_videos", "train"} | AFTER_TRAIN
+# Jobs downstream of the merged dataset, of the checkpoints and of the eval settings (report and
+# `all` close every run).
+AFTER_REPORT = {"eval_report", "report", "all"}
+AFTER_EVAL = {"evaluate", "eval_video", "eval_videos"} | AFTER_REPORT
+AFTER_TRAIN = {"default_policy", "suite"} | AFTER_EVAL
+AFTER_MERGE = {"stats", "replay", "replay_videos", "prepare", "train"} | AFTER_TRAIN
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -78,9 +81,21 @@ def test_small_dag_produces_every_result(finished):
     for rel in ("results/dataset/dataset.h5", "results/dataset/summary.h5",
                 "results/stats/trajectories.csv", "results/stats/summary.csv",
                 "results/replay/trajectory_00001.json", "results/replay/trajectory_00001.mp4",
-                "results/train/best.pt", "results/train/loss.png", "results/eval/circle.json",
-                "results/eval/straight.png", "results/eval/index.html", "report.html"):
+                "results/train/best.pt", "results/train/seed_1/loss.png",
+                "results/eval/circle.json", "results/eval/corner.png", "results/eval/corner.mp4",
+                "results/eval/index.html", "results/eval/suite/nominal.json",
+                "results/eval/suite/pushes.json", "results/eval/suite/index.html", "report.html"):
         assert (finished / rel).stat().st_size > 0, rel
+    # the default policy is the first seed's, and the seeds' policies differ
+    assert (finished / "results/train/best.pt").read_bytes() == (
+        finished / "results/train/seed_0/best.pt").read_bytes()
+    assert (finished / "results/train/seed_1/best.pt").read_bytes() != (
+        finished / "results/train/seed_0/best.pt").read_bytes()
+    corner = json.loads((finished / "results/eval/corner.json").read_text())
+    assert corner["spec"]["waypoints"] == [[0.0, 0.0], [0.3, 0.0], [0.3, 0.3]]
+    assert [s["seed"] for s in corner["seeds"]] == [0, 1]
+    suite = json.loads((finished / "results/eval/suite/randomized.json").read_text())
+    assert len(suite["episodes"]) == 3 and suite["policy"]["pooled"]["n"] == 6
     replayed = json.loads((finished / "results/replay/trajectory_00004.json").read_text())
     assert replayed["reproduced"]
     assert sorted(p.name for p in (finished / "results/shards").glob("*.h5")) == [
@@ -96,12 +111,50 @@ def test_nothing_to_do_after_a_finished_run(finished):
 def test_a_training_parameter_reruns_train_eval_and_report_only(finished):
     jobs = planned(finished, {"train": {"epochs": 3}})
     assert set(jobs) == {"train"} | AFTER_TRAIN
-    assert len(jobs["evaluate"]) == 2
+    assert len(jobs["train"]) == 2 and len(jobs["evaluate"]) == 2 and len(jobs["suite"]) == 3
 
 
 @pytest.mark.slow
-def test_an_eval_parameter_reruns_eval_and_report_only(finished):
-    assert set(planned(finished, {"eval": {"speed": 0.3}})) == AFTER_TRAIN
+def test_an_observation_parameter_also_reprepares_the_samples(finished):
+    assert set(planned(finished, {"train": {"horizon": 400}})) == {"prepare", "train"} | AFTER_TRAIN
+
+
+@pytest.mark.slow
+def test_an_eval_parameter_reruns_the_named_paths_and_report_only(finished):
+    assert set(planned(finished, {"eval": {"speed": 0.3}})) == AFTER_EVAL
+
+
+@pytest.mark.slow
+def test_a_suite_range_reruns_only_its_condition(finished):
+    jobs = planned(finished, {"suite": {"pushes": {"velocity": [0.2, 0.4]}}})
+    assert jobs.get("suite") == ["results/eval/suite/pushes.json"]
+    assert set(jobs) == {"suite"} | AFTER_REPORT
+
+
+@pytest.mark.slow
+def test_a_new_path_evaluates_only_itself(finished):
+    paths = [*yaml.safe_load(TEST_CONFIG.read_text())["eval"]["paths"],
+             {"name": "wide", "shape": "circle", "radius": 2.0}]
+    jobs = planned(finished, {"eval": {"paths": paths}})
+    assert jobs["evaluate"] == ["results/eval/wide.json"]
+    assert jobs["eval_video"] == ["results/eval/wide.mp4"]
+    assert set(jobs) == AFTER_EVAL
+
+
+@pytest.mark.slow
+def test_a_new_seed_trains_only_itself(finished):
+    jobs = planned(finished, {"train": {"seeds": [0, 1, 2]}})
+    assert jobs["train"] == ["results/train/seed_2/best.pt"]
+    assert set(jobs) == {"train", "evaluate", "suite"} | AFTER_REPORT
+
+
+def test_a_bad_path_entry_fails_at_parse_time_naming_it(tmp_path):
+    bad = {"eval": {"paths": ["circle", {"name": "mine", "shape": "spiral"}]}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(TEST_CONFIG),
+                     str(tmp_path / "bad.yaml"), check=False)
+    assert proc.returncode != 0
+    assert "eval.paths[1] (mine).shape: unknown shape 'spiral'" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -171,19 +224,37 @@ def test_the_schema_defaults_are_the_library_defaults():
     import dataclasses
 
     from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig
-    from quadpipe.evaluation.evaluate import EvalConfig
+    from quadpipe.control.paths import ORIGINALS, parse_paths
+    from quadpipe.evaluation.named import EvalConfig
+    from quadpipe.evaluation.suite import SuiteConfig
     from quadpipe.learn.train import TrainConfig
 
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return [plain(x) for x in v] if isinstance(v, tuple | list) else v
+
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    # keys of the workflow, not of one job: the path list, the seed list (each job gets one seed)
+    workflow_only = {("eval", "paths"), ("train", "seeds")}
+    job_only = {("train", "seed")}
     for section, cls in [("expert", ExpertConfig), ("stability", StabilityConfig),
                          ("generate", GenerateConfig), ("train", TrainConfig),
-                         ("eval", EvalConfig)]:
+                         ("eval", EvalConfig), ("suite", SuiteConfig)]:
         props = schema["properties"][section]["properties"]
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        assert set(props) == set(fields), section
+        assert {(section, p) for p in props} - workflow_only == {
+            (section, f) for f in fields} - job_only, section
         for name, value in dataclasses.asdict(cls()).items():
-            expected = list(value) if isinstance(value, tuple) else value
-            assert props[name]["default"] == expected, f"{section}.{name}"
+            if (section, name) in job_only:
+                continue
+            prop = props[name]
+            if prop.get("type") == "object":  # a nested section: every key's default
+                assert {k: p["default"] for k, p in prop["properties"].items()} == plain(value)
+            else:
+                assert prop["default"] == plain(value), f"{section}.{name}"
+    paths = schema["properties"]["eval"]["properties"]["paths"]["default"]
+    assert parse_paths(paths) == parse_paths(list(ORIGINALS))
 
 
 def test_lint_is_clean():
@@ -251,11 +322,22 @@ def test_report_holds_the_eval_table_images_and_videos(finished):
     results = report_results(finished / "report.html")
     by_name = {r["name"]: r for r in results.values()}
     table = _Tables()
-    table.feed(decode(by_name["index.html"]["data_uri"]).decode())
+    table.feed(decode(results["results/eval/index.html"]["data_uri"]).decode())
     assert table.tables == 1
-    assert {"circle", "straight", "policy", "expert", "standing"} <= set(table.cells)
+    assert {"circle", "corner", "policy (seed 0)", "policy (seed 1)", "expert", "standing"} <= set(
+        table.cells)
+    suite = _Tables()
+    suite.feed(decode(results["results/eval/suite/index.html"]["data_uri"]).decode())
+    assert {"nominal", "randomized", "pushes"} <= set(suite.cells)
+    assert suite.tables == 2  # per condition, per seed; plus the two figures
+    assert decode(results["results/eval/suite/index.html"]["data_uri"]).count(
+        "data:image/png;base64") == 2
     pngs = [r for r in results.values() if r["mime_type"] == "image/png"]
     assert len(pngs) >= 4 and all(decode(r["data_uri"])[:4] == b"\x89PNG" for r in pngs)
+    # the front page shows the headline table (policy vs expert per path and per condition)
+    front = (finished / "report.html").read_text()
+    assert "Headline: policy vs expert (2 training seeds)" in front
+    assert front.count("expert success") == 1 and front.count("<td>corner</td>") == 1
     videos = decode(by_name["eval_videos.html"]["data_uri"]).decode()
     assert videos.count("<video") == 2
     assert {r["caption"] != "" for r in results.values()} == {True}
@@ -279,11 +361,15 @@ def test_report_opens_in_a_headless_browser(finished, tmp_path):
     rendered = dom(finished / "report.html")
     for category in ("Evaluation", "Videos", "Training curves", "Plots"):
         assert f"<span>{category}</span>" in rendered
+    # the headline table is on the front page, readable without a click
+    headline = rendered[rendered.index("Headline: policy vs expert"):]
+    for cell in ("expert success", "policy success", "nominal", "pushes", "circle", "corner"):
+        assert f">{cell}</" in headline, cell
     # the eval table and a plot, as the report shows them (their embedded data URIs)
     results = report_results(finished / "report.html")
     by_name = {r["name"]: r for r in results.values()}
     page = tmp_path / "eval.html"
-    page.write_bytes(decode(by_name["index.html"]["data_uri"]))
+    page.write_bytes(decode(results["results/eval/index.html"]["data_uri"]))
     assert "<td>" in dom(page) or "<td " in dom(page)
     shown = tmp_path / "img.html"
     shown.write_text("<body><img onload=\"document.body.dataset.width = this.naturalWidth\" "

@@ -6,6 +6,7 @@
 localrules:
     results,
     report,
+    default_policy,
 
 
 rule results:

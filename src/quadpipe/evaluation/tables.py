@@ -114,7 +114,7 @@ def _rst_table(header: list[str], rows: list[list[str]]) -> str:
 def headline_rst(paths: list[dict[str, Any]], suite: list[dict[str, Any]]) -> str:
     prow, crow = headline_rows(paths, suite)
     seeds = len(paths[0]["seeds"]) if paths else len(suite[0]["seeds"]) if suite else 0
-    out = [f"Headline: policy vs expert ({seeds} training seed{'s' if seeds != 1 else ''})",
+    out = ["", f"Headline: policy vs expert ({seeds} training seed{'s' if seeds != 1 else ''})",
            "-" * 60, ""]
     if prow:
         out += ["Named paths: mean tracking error (m), the policy's as mean ± sd over seeds; "

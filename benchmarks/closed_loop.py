@@ -1,0 +1,116 @@
+"""Benchmark: the batched closed loop (control.closed_loop) vs the single-episode loop it replaced.
+
+Usage: python benchmarks/closed_loop.py [--checkpoint results/train/best.pt] [--episodes 50]
+       [--seconds 4] [--threads 2]
+
+Policy steps per second of wall time, all rows on the same random paths (the suite's, nominal
+physics), measured side by side in one run:
+- the single-episode loop evaluation used before (one observation, one MLP call and one `mj_step`
+  per step for one episode; kept here as the reference);
+- the batched loop with one episode (a named path), and with all episodes on 1 and on `--threads`
+  threads (the suite): one MLP call per step for all live episodes, `mj_step` per episode.
+With a trained checkpoint the policy walks; without one an untrained policy is timed and falls
+early (steps after a fall are not simulated, in either loop, so the ratios still compare like with
+like). Ends with `closed loop: batched/single per thread <r>x (1 thread), <r>x per thread
+(<n> threads)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import torch
+
+from quadpipe.config import ExpertConfig
+from quadpipe.control.closed_loop import fallen, start_qpos
+from quadpipe.evaluation.rollouts import run_groups
+from quadpipe.evaluation.suite import SuiteConfig, episode_plan
+from quadpipe.learn.policy import Policy, load_checkpoint
+from quadpipe.learn.samples import ObsConfig, observe
+from quadpipe.learn.train import TrainConfig
+from quadpipe.sim.expert import MODE_FORWARD, gait_phase
+from quadpipe.sim.model import build_model
+
+
+def single_episode(policy: Policy, obs: ObsConfig, future: np.ndarray, num: int,
+                   expert: ExpertConfig) -> tuple[int, float]:
+    """(steps, seconds) of the loop evaluation used before the batched one (one episode)."""
+    model = build_model(expert, pd="torque")
+    data = mujoco.MjData(model)
+    data.qpos[:] = start_qpos(model)
+    mujoco.mj_forward(model, data)
+    phase = gait_phase(np.arange(1, num + 1), np.full(num, MODE_FORWARD))
+    limit = expert.torque_limit
+    start = time.perf_counter()
+    steps = 0
+    with torch.inference_mode():
+        for t in range(num):
+            if fallen(data.qpos)[0]:
+                break
+            x = observe(data.qpos[None], data.qvel[None], future[t:t + 1], obs,
+                        phase[t:t + 1] if obs.gait_clock else None)
+            u = policy(torch.from_numpy(x.astype(np.float32)))[0].numpy()
+            data.ctrl[:] = np.clip(u, -limit, limit)
+            mujoco.mj_step(model, data)
+            steps += 1
+    return steps, time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, default=Path("results/train/best.pt"))
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--single", type=int, default=4, help="episodes timed in the single loop")
+    args = ap.parse_args()
+    expert = ExpertConfig()
+    if args.checkpoint.exists():
+        policy, obs, _ = load_checkpoint(args.checkpoint)
+        print(f"policy: {args.checkpoint}")
+    else:
+        cfg = TrainConfig()
+        policy, obs = Policy(cfg.obs.dim, 12, cfg.hidden).eval(), cfg.obs
+        print(f"policy: untrained ({args.checkpoint} not found); it falls early")
+    torch.set_num_threads(1)
+    model = build_model(expert, pd="torque")
+    q0 = start_qpos(model)
+    num = int(round(args.seconds / expert.dt))
+    plan = episode_plan(SuiteConfig(episodes=args.episodes, seconds=args.seconds), "nominal",
+                        expert, q0, num)
+    targets = [p["target"] for p in plan]
+
+    def batched(n: int, threads: int) -> float:
+        runs = run_groups(targets[:n], num, q0, [model] * n, {"policy": (policy, obs)}, expert,
+                          threads=threads, record_every=10)
+        return runs.steps_per_s
+
+    rows: dict[str, list[float]] = {}
+    for _ in range(2):  # interleaved rounds, best of 2: slow spells of a shared machine hit all
+        steps = secs = 0.0
+        for t in targets[:args.single]:
+            s, dt = single_episode(policy, obs, t.future(num, obs.offsets, q0[2]), num, expert)
+            steps, secs = steps + s, secs + dt
+        for key, value in (("single-episode loop (before), 1 thread", steps / secs),
+                           ("batched loop, 1 episode, 1 thread", batched(1, 1)),
+                           (f"batched loop, {args.episodes} episodes, 1 thread",
+                            batched(args.episodes, 1)),
+                           (f"batched loop, {args.episodes} episodes, {args.threads} threads",
+                            batched(args.episodes, args.threads))):
+            rows.setdefault(key, []).append(value)
+    best = {k: max(v) for k, v in rows.items()}
+    for k, v in best.items():
+        print(f"{k:<48} {v:10.0f} policy steps/s")
+    vals = list(best.values())
+    one = vals[2] / vals[0]
+    per_thread = vals[3] / args.threads / vals[0]
+    print(f"closed loop: batched/single per thread {one:.1f}x (1 thread), {per_thread:.1f}x per "
+          f"thread ({args.threads} threads)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The evaluation suite: intervals, perturbed physics, pushes, the batched loop, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from quadpipe.cli import main
+from quadpipe.config import ExpertConfig
+from quadpipe.control.closed_loop import Episodes, start_qpos
+from quadpipe.evaluation.intervals import bootstrap, wilson
+from quadpipe.evaluation.metrics import success
+from quadpipe.evaluation.rollouts import run_groups
+from quadpipe.evaluation.suite import SUITE_STREAM, SuiteConfig, episode_plan, run_condition
+from quadpipe.learn.train import TrainConfig, train
+from quadpipe.sim.model import LEGS, build_model
+from quadpipe.sim.physics import LINKS, PhysicsRanges, apply, draw_physics
+
+EXPERT = ExpertConfig()
+
+
+@pytest.mark.parametrize("k, n, low, high", [  # Newcombe (1998), Stat. Med. 17:857, method 3
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718)])
+def test_wilson_interval_matches_published_values(k, n, low, high) -> None:
+    lo, hi = wilson(k, n)
+    assert lo == pytest.approx(low, abs=5e-5) and hi == pytest.approx(high, abs=5e-5)
+
+
+def test_wilson_is_never_degenerate_at_0_or_n() -> None:
+    assert wilson(50, 50)[0] == pytest.approx(0.9287, abs=1e-4) and wilson(50, 50)[1] == 1.0
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_bootstrap_interval_covers_the_statistic_and_shrinks_with_n() -> None:
+    rng = np.random.default_rng(0)
+    small, large = rng.lognormal(0, 0.3, 20), rng.lognormal(0, 0.3, 2000)
+    lo_s, hi_s = bootstrap(small, np.median)
+    lo_l, hi_l = bootstrap(large, np.median)
+    assert lo_s <= np.median(small) <= hi_s and lo_l <= 1.0 <= hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 3
+    assert bootstrap(np.full((2, 5), 1.5), np.mean) == (1.5, 1.5)
+    assert bootstrap(np.full(4, np.nan), np.mean) is None
+    # seed-to-seed spread widens the interval: two seeds with shifted errors vs one
+    two = np.stack([small, small + 0.5])
+    lo2, hi2 = bootstrap(two, np.median)
+    assert hi2 - lo2 > hi_s - lo_s
+
+
+def test_physics_draw_changes_the_model() -> None:
+    model = build_model(EXPERT, pd="torque")
+    d = dataclasses.replace(draw_physics(np.random.default_rng(0), PhysicsRanges()),
+                            friction=0.45, trunk_mass_kg=1.5, slope_deg=3.0,
+                            slope_direction_deg=90.0)
+    m = apply(model, d)
+    assert m.geom_friction[m.geom(f"{LEGS[0]}_foot").id, 0] == pytest.approx(0.45)
+    trunk = m.body("trunk").id
+    assert m.body_mass[trunk] == pytest.approx(model.body_mass[trunk] + 1.5)
+    assert m.body_mass[m.body(LINKS[4]).id] == pytest.approx(
+        model.body_mass[model.body(LINKS[4]).id] * d.link_mass_scale[4])
+    np.testing.assert_allclose(m.actuator_gainprm[:, 0], d.motor_strength)
+    np.testing.assert_allclose(np.linalg.norm(m.opt.gravity), 9.81)
+    assert np.degrees(np.arccos(-m.opt.gravity[2] / 9.81)) == pytest.approx(3.0)
+    assert m.opt.gravity[1] > 0 and abs(m.opt.gravity[0]) < 1e-9
+    assert model.geom_friction[model.geom(f"{LEGS[0]}_foot").id, 0] == pytest.approx(0.8)
+
+
+def test_a_push_moves_a_standing_robot() -> None:
+    model = build_model(EXPERT, pd="torque")
+    q0 = start_qpos(model)
+    plan = episode_plan(SuiteConfig(episodes=2, seconds=1.0), "nominal", EXPERT, q0, 1000)
+    kick = [[(100, np.array([0.6, 0.0, 0.0]))], []]
+    runs = run_groups([p["target"] for p in plan], 1000, q0, [model] * 2, {}, EXPERT,
+                      pushes=kick, standing=True)
+    pushed, still = runs.metrics["standing"]
+    assert pushed["path_length_m"] > 0.03 > still["path_length_m"]
+    with Episodes(model, q0, 1) as sim:
+        sim.push(0, np.array([0.0, -0.4, 0.0]))
+        assert sim.qvel[0, 1] == pytest.approx(-0.4)
+
+
+def test_the_suite_stream_is_disjoint_from_daggers() -> None:
+    """DAgger's (train seed, round) stream never starts from a suite episode's state."""
+    suite = {tuple(np.random.SeedSequence((SUITE_STREAM, s), spawn_key=(i, c)).generate_state(4))
+             for s in range(4) for i in range(8) for c in range(4)}
+    dagger = {tuple(np.random.SeedSequence(s, spawn_key=(r,)).generate_state(4))
+              for s in range(4) for r in range(1, 4)}
+    assert not suite & dagger
+    assert len(suite) == 4 * 8 * 4
+
+
+def test_episodes_are_the_same_alone_in_a_batch_and_over_threads() -> None:
+    model = build_model(EXPERT, pd="torque")
+    q0 = start_qpos(model)
+    cfg = SuiteConfig(episodes=3, seconds=0.5)
+    plan = episode_plan(cfg, "randomized", EXPERT, q0, 500)
+    models = [apply(model, p["physics"]) for p in plan]
+    targets = [p["target"] for p in plan]
+    alone = run_groups(targets[1:2], 500, q0, models[1:2], {}, EXPERT)
+    batch = run_groups(targets, 500, q0, models, {}, EXPERT, threads=2)
+    np.testing.assert_array_equal(alone.qpos["expert"][0], batch.qpos["expert"][1])
+
+
+@pytest.mark.slow
+def test_the_expert_succeeds_and_standing_still_fails_on_nominal_random_paths() -> None:
+    model = build_model(EXPERT, pd="torque")
+    q0 = start_qpos(model)
+    cfg = SuiteConfig(episodes=6, seconds=8.0)
+    plan = episode_plan(cfg, "nominal", EXPERT, q0, 8000)
+    runs = run_groups([p["target"] for p in plan], 8000, q0, [model] * 6, {}, EXPERT,
+                      standing=True, threads=2, record_every=10)
+    assert all(success(m) for m in runs.metrics["expert"])
+    assert not any(success(m) for m in runs.metrics["standing"])
+    assert all(m["progress_fraction"] < 0.1 for m in runs.metrics["standing"])
+
+
+@pytest.fixture(scope="module")
+def tiny_policies(tiny_shard, tmp_path_factory):
+    out = []
+    for seed in (0, 1):
+        d = tmp_path_factory.mktemp(f"suite_policy{seed}")
+        train(tiny_shard, d, TrainConfig(epochs=1, sample_stride=10, hidden=(32, 32, 16),
+                                         horizon=200, waypoint_every=40, dagger_rounds=0,
+                                         seed=seed), progress=False)
+        out.append(str(d / "best.pt"))
+    return out
+
+
+def test_same_seed_gives_the_same_json_whatever_the_threads(tiny_policies, tmp_path) -> None:
+    cfg = SuiteConfig(episodes=3, seconds=0.6)
+    a = run_condition(tiny_policies, [0, 1], "pushes", cfg)
+    b = run_condition(tiny_policies, [0, 1], "pushes", dataclasses.replace(cfg, threads=2))
+    for r in (a, b):
+        r.pop("steps_per_s")
+        r["suite_config"].pop("threads")
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    other = run_condition(tiny_policies, [0, 1], "pushes", dataclasses.replace(cfg, seed=2))
+    assert other["episodes"][0]["speed_m_s"] != a["episodes"][0]["speed_m_s"]
+
+
+def test_suite_json_pairs_every_seed_with_the_expert(tiny_policies, tmp_path) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("suite:\n  episodes: 4\n  seconds: 0.5\n"
+                        "  randomized: {friction: [0.5, 0.6]}\n")
+    out = tmp_path / "randomized.json"
+    assert main(["suite", "--checkpoint", *tiny_policies, "--seeds", "3", "7", "--condition",
+                 "randomized", "--out", str(out), "--config", str(cfg_file)]) == 0
+    r = json.loads(out.read_text())
+    assert r["seeds"] == [3, 7] and len(r["episodes"]) == 4
+    for e in r["episodes"]:
+        assert set(e["policy"]) == {"seed_3", "seed_7"}
+        assert 0.5 <= e["physics"]["friction"] <= 0.6
+        assert e["expert"]["success"] == success(e["expert"])
+    assert r["policy"]["pooled"]["n"] == 8 and r["expert"]["n"] == 4
+    k = sum(e["expert"]["success"] for e in r["episodes"])
+    assert r["expert"]["successes"] == k and r["expert"]["ci95"] == list(wilson(k, 4))
+    assert len({e["physics"]["friction"] for e in r["episodes"]}) == 4
+
+
+def test_a_bad_suite_setting_is_one_line(tiny_policies, tmp_path, capsys) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("suite:\n  randomized: {friction: [1.0, 0.5]}\n")
+    assert main(["suite", "--checkpoint", tiny_policies[0], "--condition", "nominal", "--out",
+                 str(tmp_path / "x.json"), "--config", str(cfg_file)]) == 2
+    assert "suite.randomized.friction must be [low, high]" in capsys.readouterr().err
