@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from quadpipe.config import ExpertConfig, expert_from_json
+from quadpipe.control.follower import expert_torque
 from quadpipe.control.paths import CORNER_DEG, random_path
 from quadpipe.data import dataset
 from quadpipe.learn import dagger
@@ -28,7 +29,7 @@ def test_label_is_the_torque_the_expert_applied(tiny_shard) -> None:
         expert = expert_from_json(f.attrs["config_json"])
         for name in dataset.trajectory_names(f):
             g = f[name]
-            label = dagger.expert_torque(g["qpos"][()].astype(float), g["qvel"][()].astype(float),
+            label = expert_torque(g["qpos"][()].astype(float), g["qvel"][()].astype(float),
                                          references(g["command_sequence"][()], expert), expert)
             np.testing.assert_allclose(label, g["actions"][()], atol=1e-4)  # float32 file
 

@@ -1,8 +1,6 @@
-"""Dataset statistics and the evaluation table."""
+"""Dataset statistics."""
 
 from __future__ import annotations
-
-import json
 
 import h5py
 import numpy as np
@@ -16,10 +14,8 @@ from quadpipe.data.stats import (
     PLOTS,
     STATE_NAMES,
     TABLES,
-    eval_table,
     summary_table,
     trajectory_table,
-    write_eval_table,
 )
 
 
@@ -68,30 +64,3 @@ def test_cli_stats_writes_tables_and_plots(tiny_shard, tmp_path):
         assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert len(pd.read_csv(tmp_path / "trajectories.csv")) == 6
     assert "<table" in (tmp_path / "summary.html").read_text()
-
-
-def _eval_json(path, **scores):
-    path.write_text(json.dumps({"path": path.stem, "duration": 2.0, "eval_config": {"x": 1},
-                                **{c: {"mean_error_m": v, "fell": False}
-                                   for c, v in scores.items()}}))
-    return path
-
-
-def test_eval_table_has_a_row_per_path_and_controller(tmp_path):
-    files = [_eval_json(tmp_path / "circle.json", policy=0.1, expert=0.2, standing=1.0),
-             _eval_json(tmp_path / "straight.json", policy=0.3, expert=0.4, standing=2.0)]
-    table = eval_table(files)
-    assert table.loc[("straight", "expert"), "mean_error_m"] == 0.4
-    assert table.loc[("circle", "standing"), "duration"] == 2.0
-    assert len(table) == 6
-    assert "eval_config.x" not in table and "x" not in table
-    write_eval_table(files, tmp_path / "index.html", tmp_path / "table.csv")
-    html = (tmp_path / "index.html").read_text()
-    assert "<table" in html and "circle" in html and "standing" in html
-    assert len(pd.read_csv(tmp_path / "table.csv")) == 6
-
-
-def test_eval_table_of_flat_results(tmp_path):
-    (tmp_path / "zigzag.json").write_text(json.dumps({"mean_error_m": 0.5, "fell": True}))
-    table = eval_table([tmp_path / "zigzag.json"])
-    assert table.loc["zigzag", "mean_error_m"] == 0.5

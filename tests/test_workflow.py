@@ -215,7 +215,10 @@ def test_the_schema_defaults_every_key_of_config_yaml():
         for key, value in values.items():
             prop = spec["properties"][key]
             assert {"type", "description", "default"} <= set(prop), f"{section}.{key}"
-            assert prop["default"] == value, f"config.yaml {section}.{key} is not the default"
+            if prop["type"] == "object":  # a nested section: each of its keys
+                assert {k: p["default"] for k, p in prop["properties"].items()} == value, key
+            else:
+                assert prop["default"] == value, f"config.yaml {section}.{key} is not the default"
         assert set(spec["properties"]) == set(values), f"config.yaml lacks keys of {section}"
 
 
@@ -331,7 +334,7 @@ def test_report_holds_the_eval_table_images_and_videos(finished):
     assert {"nominal", "randomized", "pushes"} <= set(suite.cells)
     assert suite.tables == 2  # per condition, per seed; plus the two figures
     assert decode(results["results/eval/suite/index.html"]["data_uri"]).count(
-        "data:image/png;base64") == 2
+        b"data:image/png;base64") == 2
     pngs = [r for r in results.values() if r["mime_type"] == "image/png"]
     assert len(pngs) >= 4 and all(decode(r["data_uri"])[:4] == b"\x89PNG" for r in pngs)
     # the front page shows the headline table (policy vs expert per path and per condition)

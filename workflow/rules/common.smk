@@ -35,10 +35,13 @@ DATASET = "results/dataset/dataset.h5"
 SUMMARY = "results/dataset/summary.h5"
 PLOTS = ["paths", "commands", "durations", "torques"]
 CHECKPOINT = "results/train/best.pt"
-SAMPLE_DIR = "results/train/samples"
-SAMPLES = f"{SAMPLE_DIR}/meta.json"
+SAMPLES = "results/train/samples/meta.json"
+# the train keys that shape the prepared samples (quadpipe.learn.train.prepare)
+SAMPLE_KEYS = {"horizon", "waypoint_every", "sample_stride", "gait_clock", "path_frame"}
 HEADLINE = "results/report/headline.rst"
 LANDING = "results/report/landing.rst"
+# the report's description; eval_report appends the headline to it (an input: editing it reruns)
+INTRO = os.path.join(workflow.basedir, "workflow", "report", "workflow.rst")
 CONDA_ENV = "../envs/quadpipe.yaml"
 
 
@@ -109,6 +112,16 @@ def seed_checkpoints(wildcards=None):
     return [f"{seed_dir(s)}/best.pt" for s in SEEDS]
 
 
+def output_dir(wildcards, output):
+    """The folder of a rule's first output (for verbs that take a folder)."""
+    return os.path.dirname(output[0])
+
+
+def samples_dir(wildcards, input):
+    """The folder of the prepared samples, from train's input."""
+    return os.path.dirname(input.samples)
+
+
 def train_settings(wildcards):
     """The train section for one seed's job: `seeds` replaced by that seed."""
     train = {k: v for k, v in config["train"].items() if k != "seeds"}
@@ -134,9 +147,7 @@ def suite_settings(wildcards):
     c = wildcards.condition
     drop = {"threads", "conditions"} | ({"randomized", "pushes"} - {c})
     suite = {k: v for k, v in config["suite"].items() if k not in drop}
-    return json.dumps(
-        {"suite": suite, "expert": config["expert"]}, sort_keys=True
-    )
+    return json.dumps({"suite": suite, "expert": config["expert"]}, sort_keys=True)
 
 
 def eval_results(wildcards=None):
@@ -156,9 +167,7 @@ def suite_results(wildcards=None):
 
 
 def training_curves():
-    return [
-        f"{seed_dir(s)}/{f}" for s in SEEDS for f in ("history.csv", "loss.png")
-    ]
+    return [f"{seed_dir(s)}/{f}" for s in SEEDS for f in ("history.csv", "loss.png")]
 
 
 def landing_page():

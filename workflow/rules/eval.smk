@@ -28,7 +28,9 @@ rule evaluate:
         runtime=30,
     params:
         # only this path's entry: adding or editing another path must not rerun this one
-        settings=settings("expert", "eval", drop=("paths", "video", "video_seconds", "fps")),
+        settings=settings(
+            "expert", "eval", drop=("paths", "video", "video_seconds", "fps")
+        ),
         path=path_entry,
         seeds=" ".join(str(s) for s in SEEDS),
     shell:
@@ -91,6 +93,7 @@ rule eval_report:
     input:
         paths=eval_results,
         suite=suite_results,
+        intro=INTRO,
     output:
         html=report(
             "results/eval/index.html",
@@ -114,13 +117,11 @@ rule eval_report:
         "results/logs/eval_report.log",
     conda:
         CONDA_ENV
-    params:
-        intro=workflow.source_path("../report/workflow.rst"),
     shell:
         "python -m quadpipe eval-report --paths {input.paths} --suite {input.suite} "
         "--table-html {output.html} --table-csv {output.csv} --suite-html {output.suite_html} "
         "--suite-csv {output.suite_csv} --headline {output.headline} > {log} 2>&1 && "
-        "cat {params.intro:q} {output.headline} > {output.landing}"
+        "cat {input.intro:q} {output.headline} > {output.landing}"
 
 
 rule eval_videos:

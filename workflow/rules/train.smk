@@ -19,17 +19,11 @@ rule prepare:
         runtime=30,
     params:
         # only what shapes the samples: the observation and the stride
-        settings=settings(
-            "train",
-            drop=[
-                k
-                for k in config["train"]
-                if k not in ("horizon", "waypoint_every", "sample_stride", "gait_clock", "path_frame")
-            ],
-        ),
+        settings=settings("train", drop=set(config["train"]) - SAMPLE_KEYS),
+        dir=output_dir,
     shell:
         "echo {params.settings:q} > {log.settings} && "
-        "python -m quadpipe prepare --dataset {input} --out {SAMPLE_DIR} --config {log.settings} "
+        "python -m quadpipe prepare --dataset {input} --out {params.dir} --config {log.settings} "
         "> {log.out} 2>&1"
 
 
@@ -65,10 +59,11 @@ rule train:
         runtime=120,
     params:
         settings=train_settings,
+        samples=samples_dir,
     shell:
         "echo {params.settings:q} > {log.settings} && "
         "OMP_NUM_THREADS={threads} python -m quadpipe train --dataset {input.dataset} "
-        "--samples {SAMPLE_DIR} --out-dir results/train/seed_{wildcards.seed} "
+        "--samples {params.samples} --out-dir results/train/seed_{wildcards.seed} "
         "--config {log.settings} > {log.out} 2>&1"
 
 
@@ -79,5 +74,7 @@ rule default_policy:
         CHECKPOINT,
     log:
         "results/logs/default_policy.log",
+    conda:
+        CONDA_ENV
     shell:
         "cp {input} {output} 2> {log}"

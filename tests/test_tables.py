@@ -1,0 +1,102 @@
+"""The evaluation's tables: per path and seed, per condition, and the headline the report shows."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+from docutils.core import publish_parts
+
+from quadpipe.evaluation.suite import summarise
+from quadpipe.evaluation.tables import headline_rst, path_table, suite_table, write_reports
+
+
+class _Tables(HTMLParser):
+    """rows[t][r]: the cell texts of row r of table t."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.rows.append([])
+        elif tag == "tr":
+            self.rows[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+
+def _path_result(name: str, expert: float, policies: list[float]) -> dict:
+    def m(err: float, fell: bool = False) -> dict:
+        return {"mean_tracking_error_m": err, "mean_cross_track_error_m": err / 2,
+                "progress_fraction": 1.0, "fell": fell, "fall_time_s": None}
+
+    seeds = [{"seed": k, **m(e), "policy_to_expert_error_ratio": e / expert}
+             for k, e in enumerate(policies)]
+    return {"path": name, "seeds": seeds, "expert": m(expert), "standing": m(1.0),
+            "across_seeds": {"falls": 0}}
+
+
+def _suite_result(condition: str, expert_ok: list[bool], policy_ok: list[list[bool]]) -> dict:
+    names = [f"seed_{k}" for k in range(len(policy_ok))]
+
+    def m(ok: bool, err: float) -> dict:
+        return {"fell": not ok, "success": ok, "mean_tracking_error_m": err}
+
+    episodes = [{"expert": m(x, 0.1), "policy": {n: m(p[i], 0.12) for n, p in
+                                                 zip(names, policy_ok, strict=True)}}
+                for i, x in enumerate(expert_ok)]
+    return {"condition": condition, "seeds": list(range(len(names))), "episodes": episodes,
+            "suite_config": {"episodes": len(expert_ok), "seconds": 10.0, "seed": 1,
+                             "speed": [0.15, 0.35]}, **summarise(episodes, names)}
+
+
+def test_path_table_has_a_row_per_seed_expert_and_standing() -> None:
+    table = path_table([_path_result("circle", 0.1, [0.12, 0.14]),
+                        _path_result("mine", 0.2, [0.3, 0.2])])
+    assert len(table) == 8
+    assert table.loc[("mine", "policy (seed 1)"), "policy_to_expert_error_ratio"] == 1.0
+    assert table.loc[("circle", "expert"), "mean_tracking_error_m"] == 0.1
+
+
+def test_suite_summary_counts_successes_and_pairs_only_walked_episodes() -> None:
+    r = _suite_result("pushes", [True, True, False, True], [[True, False, True, True]])
+    assert r["expert"]["successes"] == 3 and r["policy"]["pooled"]["successes"] == 3
+    assert r["ratio"]["pairs"] == 2  # episodes 0 and 3: neither fell
+    assert r["ratio"]["median"] == 1.2
+    row = suite_table([r]).loc["pushes"]
+    assert row["expert success (95% CI)"].startswith("3/4 = 75 %")
+
+
+def test_headline_is_valid_rst_with_both_tables(tmp_path) -> None:
+    paths = [_path_result("circle", 0.1, [0.12, 0.14])]
+    suite = [_suite_result("nominal", [True] * 5, [[True] * 5, [True, True, True, True, False]])]
+    html = publish_parts(headline_rst(paths, suite), writer="html",
+                         settings_overrides={"halt_level": 2})["html_body"]
+    tables = _Tables()
+    tables.feed(html)
+    assert len(tables.rows) == 2
+    paths, conditions = ({h: row for h, row in zip(t[0], t[1], strict=True)}
+                         for t in tables.rows)
+    assert paths["path"] == "circle" and paths["falls"] == "0/2"
+    assert conditions["condition"] == "nominal"
+    assert conditions["policy success"].startswith("9/10 = 90 %")
+    files = []
+    for i, r in enumerate(suite):
+        files.append(tmp_path / f"s{i}.json")
+        files[-1].write_text(json.dumps(r))
+    written = write_reports([], files, tmp_path / "t.html", tmp_path / "t.csv",
+                            tmp_path / "s.html", tmp_path / "s.csv", tmp_path / "h.rst")
+    assert set(written) == {"suite_html", "suite_csv", "headline"}
+    assert (tmp_path / "s.html").read_text().count("data:image/png;base64") == 2
