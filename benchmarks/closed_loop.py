@@ -8,7 +8,9 @@ physics), measured side by side in one run:
 - the single-episode loop evaluation used before (one observation, one MLP call and one `mj_step`
   per step for one episode; kept here as the reference);
 - the batched loop with one episode (a named path), and with all episodes on 1 and on `--threads`
-  threads (the suite): one MLP call per step for all live episodes, `mj_step` per episode.
+  threads (the suite): one MLP call per step for all live episodes, `mj_step` per episode;
+- the ceiling: the same episodes' torques replayed through the same per-episode `mj_step` calls
+  with no observation and no policy (physics alone, 1 thread).
 With a trained checkpoint the policy walks; without one an untrained policy is timed and falls
 early (steps after a fall are not simulated, in either loop, so the ratios still compare like with
 like). Ends with `closed loop: batched/single per thread <r>x (1 thread), <r>x per thread
@@ -26,9 +28,10 @@ import numpy as np
 import torch
 
 from quadpipe.config import ExpertConfig
-from quadpipe.control.closed_loop import fallen, start_qpos
+from quadpipe.control.closed_loop import Episodes, fallen, run, start_qpos
 from quadpipe.evaluation.rollouts import run_groups
 from quadpipe.evaluation.suite import SuiteConfig, episode_plan
+from quadpipe.learn.controller import PolicyController
 from quadpipe.learn.policy import Policy, load_checkpoint
 from quadpipe.learn.samples import ObsConfig, observe
 from quadpipe.learn.train import TrainConfig
@@ -86,8 +89,25 @@ def main() -> None:
 
     def batched(n: int, threads: int) -> float:
         runs = run_groups(targets[:n], num, q0, [model] * n, {"policy": (policy, obs)}, expert,
-                          threads=threads, record_every=10)
+                          threads=threads, record_every=10, with_expert=False)
         return runs.steps_per_s
+
+    def ceiling(n: int) -> float:
+        """Steps/s of replaying the batched policy's torques: the physics alone."""
+        future = np.stack([t.future(num, obs.offsets, q0[2]) for t in targets[:n]])
+        actor = PolicyController(policy, obs, future, np.arange(n), expert.torque_limit)
+        torques: list[np.ndarray] = []
+
+        def record(k, idx, qpos, qvel):
+            torques.append(actor(k, idx, qpos, qvel))
+            return torques[-1]
+
+        with Episodes(model, q0, n) as sim:
+            run(sim, num, record, record_every=10)
+        replay = iter(torques)
+        with Episodes(model, q0, n) as sim:
+            return run(sim, num, lambda k, idx, qpos, qvel: next(replay),
+                       record_every=10).steps_per_s
 
     rows: dict[str, list[float]] = {}
     for _ in range(2):  # interleaved rounds, best of 2: slow spells of a shared machine hit all
@@ -100,7 +120,9 @@ def main() -> None:
                            (f"batched loop, {args.episodes} episodes, 1 thread",
                             batched(args.episodes, 1)),
                            (f"batched loop, {args.episodes} episodes, {args.threads} threads",
-                            batched(args.episodes, args.threads))):
+                            batched(args.episodes, args.threads)),
+                           (f"ceiling: physics alone, {args.episodes} episodes, 1 thread",
+                            ceiling(args.episodes))):
             rows.setdefault(key, []).append(value)
     best = {k: max(v) for k, v in rows.items()}
     for k, v in best.items():
@@ -108,6 +130,8 @@ def main() -> None:
     vals = list(best.values())
     one = vals[2] / vals[0]
     per_thread = vals[3] / args.threads / vals[0]
+    print(f"batched loop at 1 thread = {vals[2] / vals[4]:.0%} of the physics ceiling; "
+          f"the ceiling is {vals[4] / vals[0]:.1f}x the single-episode loop")
     print(f"closed loop: batched/single per thread {one:.1f}x (1 thread), {per_thread:.1f}x per "
           f"thread ({args.threads} threads)")
 

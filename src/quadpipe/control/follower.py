@@ -148,16 +148,15 @@ class ExpertController:
     def __init__(self, steering: dict[int, Steering], expert: ExpertConfig,
                  cfg: FollowerConfig = FollowerConfig()) -> None:
         self.steering, self.expert, self.cfg = steering, expert, cfg
-        self.refs = {i: np.empty((cfg.chunk_steps, 12)) for i in steering}
+        self.refs = np.empty((max(steering, default=-1) + 1, cfg.chunk_steps, 12))
 
     def __call__(self, k: int, idx: np.ndarray, qpos: np.ndarray, qvel: np.ndarray
                  ) -> np.ndarray:
         j = k % self.cfg.chunk_steps
         if j == 0:
             for row, i in enumerate(idx):
-                self.refs[i][:] = self.steering[i].references(qpos[row], k, self.cfg.chunk_steps)
-        ref = np.stack([self.refs[i][j] for i in idx]) if len(idx) else np.zeros((0, 12))
-        return expert_torque(qpos, qvel, ref, self.expert)
+                self.refs[i] = self.steering[i].references(qpos[row], k, self.cfg.chunk_steps)
+        return expert_torque(qpos, qvel, self.refs[idx, j], self.expert)
 
 
 def standing_controller(qpos0: np.ndarray, expert: ExpertConfig):

@@ -40,9 +40,10 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
                models: Sequence[mujoco.MjModel], policies: dict[str, tuple[Policy, ObsConfig]],
                expert: ExpertConfig, follower: FollowerConfig = FollowerConfig(),
                standing: bool = False, pushes: Sequence[list] | None = None, threads: int = 1,
-               record_every: int = 1) -> Runs:
-    """Run every group on every target for `num_steps` steps from pose q0 (torque models)."""
-    names = [*policies, EXPERT] + ([STANDING] if standing else [])
+               record_every: int = 1, with_expert: bool = True) -> Runs:
+    """Run every group on every target for `num_steps` steps from pose q0 (torque models):
+    the policies, the expert (unless with_expert is false) and standing still (if asked)."""
+    names = [*policies] + ([EXPERT] if with_expert else []) + ([STANDING] if standing else [])
     p = len(targets)
     controllers = []
     for g, name in enumerate(names):
