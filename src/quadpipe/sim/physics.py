@@ -47,7 +47,7 @@ class PushRanges:
     """Random base-velocity kicks: one every `interval_s`, of horizontal size `velocity` m/s."""
 
     interval_s: tuple[float, float] = (2.0, 4.0)
-    velocity: tuple[float, float] = (0.3, 0.6)
+    velocity: tuple[float, float] = (0.3, 0.8)
 
 
 @dataclasses.dataclass(frozen=True)
