@@ -158,3 +158,19 @@ def test_joint_noise_relabels_like_the_expert(tiny_shard) -> None:
     assert np.abs(q - qpos[t, 7:]).max() > 0.01  # really perturbed
     expected = np.clip(kp * (refs[t] - q) - kd * qd, -33.5, 33.5)
     np.testing.assert_allclose(yn, expected, atol=1e-6)
+
+
+def test_the_controllers_functional_policy_is_bit_identical() -> None:
+    """The closed loop's fast forward pass gives exactly Policy.forward's torques."""
+    import torch
+
+    from quadpipe.learn.controller import functional
+    from quadpipe.learn.policy import Policy
+
+    torch.manual_seed(3)
+    policy = Policy(47, 12, (64, 32, 16))
+    policy.set_normalisation(torch.randn(47), torch.rand(47) + 0.5, torch.randn(12),
+                             torch.rand(12) + 0.5)
+    x = torch.randn(33, 47) * 3
+    with torch.inference_mode():
+        assert torch.equal(functional(policy.eval())(x), policy(x))

@@ -49,6 +49,8 @@ rule eval_video:
     log:
         out="results/logs/eval_video/{path}.log",
         settings="results/logs/eval_video/{path}.json",
+    benchmark:
+        "results/benchmarks/eval_video/{path}.tsv"
     conda:
         CONDA_ENV
     resources:

@@ -53,7 +53,7 @@ class Episodes:
         self.qpos = np.tile(qpos0, (episodes, 1))
         self.qvel = np.zeros((episodes, self.models[0].nv))
         self.threads = max(1, threads)
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
 
     def _run(self, idx: np.ndarray, ctrl: np.ndarray) -> None:
         for i, u in zip(idx, ctrl, strict=True):
@@ -69,7 +69,11 @@ class Episodes:
             self._run(idx, ctrl)
             return
         parts = np.array_split(np.arange(len(idx)), min(self.threads, len(idx)))
-        list(self.pool.map(lambda p: self._run(idx[p], ctrl[p]), parts))
+        # the calling thread steps the first part itself instead of waiting idle
+        others = [self.pool.submit(self._run, idx[p], ctrl[p]) for p in parts[1:]]
+        self._run(idx[parts[0]], ctrl[parts[0]])
+        for f in others:
+            f.result()
 
     def push(self, i: int, dv: np.ndarray) -> None:
         """Add dv (3,) m/s to the base's linear velocity of episode i (a kick)."""

@@ -7,12 +7,47 @@ makes one MLP call for all of them; the torques are clamped to the motor limit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig, observe
 from quadpipe.sim.expert import MODE_FORWARD, gait_phase
+
+
+def functional(policy: Policy) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`policy`'s forward pass as plain tensor functions over its current weights.
+
+    The same operations in the same order as Policy.forward (bit-identical torques, tested),
+    without nn.Module's per-call machinery: at one call per simulated millisecond that machinery
+    is a quarter of the MLP's time (benchmarks/README.md).
+    """
+    layers: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    for m in policy.net:
+        if isinstance(m, nn.Linear):
+            layers.append(partial(F.linear, weight=m.weight.detach(), bias=m.bias.detach()))
+        elif isinstance(m, nn.ReLU):
+            layers.append(F.relu)
+        elif isinstance(m, nn.LayerNorm):
+            layers.append(partial(F.layer_norm, normalized_shape=m.normalized_shape,
+                                  weight=m.weight.detach(), bias=m.bias.detach(), eps=m.eps))
+        else:  # pragma: no cover - Policy builds only these
+            raise TypeError(f"no functional form for {type(m).__name__}")
+    in_mean, in_std = policy.in_mean, policy.in_std
+    out_mean, out_std = policy.out_mean, policy.out_std
+
+    def forward(obs: torch.Tensor) -> torch.Tensor:
+        z = (obs - in_mean) / in_std
+        for layer in layers:
+            z = layer(z)
+        return z * out_std + out_mean
+
+    return forward
 
 
 class PolicyController:
@@ -20,11 +55,7 @@ class PolicyController:
 
     def __init__(self, policy: Policy, obs: ObsConfig, future: np.ndarray, path_of: np.ndarray,
                  torque_limit: float) -> None:
-        policy = policy.cpu().eval()
-        # Traced once: the same kernels (bit-identical output, tested) with less per-call Python
-        # overhead, which matters at one call per simulated millisecond.
-        with torch.inference_mode():
-            self.policy = torch.jit.trace(policy, torch.zeros(2, obs.dim), check_trace=False)
+        self.policy = functional(policy.cpu().eval())
         self.obs, self.future, self.path_of = obs, future, np.asarray(path_of)
         self.limit = torque_limit
         num = future.shape[1]
