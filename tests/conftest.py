@@ -21,3 +21,18 @@ def tiny_shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "shard_0.h5"
     generate_shard(out, num=6, seed=7, shard=0, expert=TINY_EXPERT, gen=TINY_GEN, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_policies(tiny_shard: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two tiny real policies (training seeds 0 and 1, one epoch, no DAgger) on the tiny shard."""
+    from quadpipe.learn.train import TrainConfig, train
+
+    out = []
+    for seed in (0, 1):
+        d = tmp_path_factory.mktemp(f"policy{seed}")
+        train(tiny_shard, d, TrainConfig(epochs=1, sample_stride=10, hidden=(32, 32, 16),
+                                         horizon=200, waypoint_every=40, dagger_rounds=0,
+                                         seed=seed), progress=False)
+        out.append(d / "best.pt")
+    return out

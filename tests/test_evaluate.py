@@ -14,7 +14,6 @@ from quadpipe.control.paths import ORIGINALS, SHAPES, parse_path, parse_paths
 from quadpipe.errors import ConfigError
 from quadpipe.evaluation.named import EvalConfig, evaluate_path, place_target
 from quadpipe.evaluation.rollouts import run_groups
-from quadpipe.learn.train import TrainConfig, train
 from quadpipe.sim.model import build_model
 
 METRICS = ("mean_tracking_error_m", "max_tracking_error_m", "final_tracking_error_m",
@@ -114,19 +113,6 @@ def test_a_waypoint_path_ends_where_its_polyline_ends() -> None:
     expert, cfg = ExpertConfig(), EvalConfig(duration=30.0)
     target, num = place_target(spec, cfg, expert, start_qpos(build_model(expert, pd="torque")))
     assert num == int(1.0 / cfg.speed / expert.dt)  # 1 m of path at 0.25 m/s
-
-
-@pytest.fixture(scope="module")
-def tiny_policies(tiny_shard, tmp_path_factory):
-    """Two tiny policies (training seeds 0 and 1) on the tiny shard."""
-    out = []
-    for seed in (0, 1):
-        d = tmp_path_factory.mktemp(f"policy{seed}")
-        train(tiny_shard, d, TrainConfig(epochs=1, sample_stride=10, hidden=(32, 32, 16),
-                                         horizon=200, waypoint_every=40, dagger_rounds=0,
-                                         seed=seed), progress=False)
-        out.append(d / "best.pt")
-    return out
 
 
 def test_eval_json_has_every_metric_for_every_seed(tiny_policies, tmp_path) -> None:

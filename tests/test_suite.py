@@ -15,7 +15,6 @@ from quadpipe.evaluation.intervals import bootstrap, wilson
 from quadpipe.evaluation.metrics import success
 from quadpipe.evaluation.rollouts import run_groups
 from quadpipe.evaluation.suite import SUITE_STREAM, SuiteConfig, episode_plan, run_condition
-from quadpipe.learn.train import TrainConfig, train
 from quadpipe.sim.model import LEGS, build_model
 from quadpipe.sim.physics import LINKS, PhysicsRanges, apply, draw_physics
 
@@ -117,19 +116,8 @@ def test_the_expert_succeeds_and_standing_still_fails_on_nominal_random_paths() 
     assert all(m["progress_fraction"] < 0.1 for m in runs.metrics["standing"])
 
 
-@pytest.fixture(scope="module")
-def tiny_policies(tiny_shard, tmp_path_factory):
-    out = []
-    for seed in (0, 1):
-        d = tmp_path_factory.mktemp(f"suite_policy{seed}")
-        train(tiny_shard, d, TrainConfig(epochs=1, sample_stride=10, hidden=(32, 32, 16),
-                                         horizon=200, waypoint_every=40, dagger_rounds=0,
-                                         seed=seed), progress=False)
-        out.append(str(d / "best.pt"))
-    return out
-
-
 def test_same_seed_gives_the_same_json_whatever_the_threads(tiny_policies, tmp_path) -> None:
+    tiny_policies = [str(p) for p in tiny_policies]
     cfg = SuiteConfig(episodes=3, seconds=0.6)
     a = run_condition(tiny_policies, [0, 1], "pushes", cfg)
     b = run_condition(tiny_policies, [0, 1], "pushes", dataclasses.replace(cfg, threads=2))
@@ -146,8 +134,8 @@ def test_suite_json_pairs_every_seed_with_the_expert(tiny_policies, tmp_path) ->
     cfg_file.write_text("suite:\n  episodes: 4\n  seconds: 0.5\n"
                         "  randomized: {friction: [0.5, 0.6]}\n")
     out = tmp_path / "randomized.json"
-    assert main(["suite", "--checkpoint", *tiny_policies, "--seeds", "3", "7", "--condition",
-                 "randomized", "--out", str(out), "--config", str(cfg_file)]) == 0
+    assert main(["suite", "--checkpoint", *map(str, tiny_policies), "--seeds", "3", "7",
+                 "--condition", "randomized", "--out", str(out), "--config", str(cfg_file)]) == 0
     r = json.loads(out.read_text())
     assert r["seeds"] == [3, 7] and len(r["episodes"]) == 4
     for e in r["episodes"]:
@@ -163,6 +151,6 @@ def test_suite_json_pairs_every_seed_with_the_expert(tiny_policies, tmp_path) ->
 def test_a_bad_suite_setting_is_one_line(tiny_policies, tmp_path, capsys) -> None:
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("suite:\n  randomized: {friction: [1.0, 0.5]}\n")
-    assert main(["suite", "--checkpoint", tiny_policies[0], "--condition", "nominal", "--out",
+    assert main(["suite", "--checkpoint", str(tiny_policies[0]), "--condition", "nominal", "--out",
                  str(tmp_path / "x.json"), "--config", str(cfg_file)]) == 2
     assert "suite.randomized.friction must be [low, high]" in capsys.readouterr().err

@@ -5,8 +5,10 @@ window around the last one so a figure8 crossing cannot make it jump), the look-
 path(s + lookahead) gives a heading error e, and the knob targets become a continuous turn command
 u = clip(e / heading_saturation, -1, 1) (+1 = the full "turn left" knobs of ExpertConfig, -1 = full
 right). When the robot is ahead of the moving target the amplitude scale of both sides is reduced
-(slower steps), so it can also wait for the target. The chunk then runs natively in MuJoCo
-(`mujoco.rollout`, the PD inside the model) from the current full state: no Python per step.
+(slower steps), so it can also wait for the target. Within the chunk the joint references follow
+the CPG and each step's torque is the servo law at the state reached (`expert_torque`, the law of
+the dataset's native position servos), so the expert drives the torque model in the batched closed
+loop (control.closed_loop) beside the policies it is compared with.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class FollowerConfig:
     """Steering of the path-following expert."""
 
     lookahead: float = 0.4  # m along the path ahead of the robot's projection
-    chunk_steps: int = 25  # steps simulated natively between steering updates
+    chunk_steps: int = 25  # steps between steering updates
     heading_saturation: float = 0.35  # rad of heading error for the full turn knobs
     slow_distance: float = 0.1  # m ahead of the target at which the gait amplitude is halved
     min_scale: float = 0.5  # smallest common amplitude scale (slowest walk)
@@ -99,8 +101,8 @@ class Target:
 class Steering:
     """The follower's steering law and knob filter state, chunk by chunk.
 
-    One implementation serves the expert's own runs (`follow_path`) and DAgger, where the same law
-    labels the states a policy visits (quadpipe.learn.dagger).
+    One implementation serves the expert's own runs (ExpertController) and DAgger, where the same
+    law labels the states a policy visits (quadpipe.learn.dagger).
     """
 
     def __init__(self, proj: Projector, speed: float, expert: ExpertConfig,
