@@ -171,7 +171,7 @@ def suite_figures(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
             data.append(vals or [np.nan])
             labels.append(f"{r['condition']}\n{who}")
     ax.boxplot(data, tick_labels=labels)
-    ax.set(ylabel="mean tracking error (m), episodes without a fall")
+    ax.set(ylabel="tracking error (m), no-fall episodes")
     ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     figs.append(("Tracking error distributions, policy vs expert", _png(fig)))
@@ -186,12 +186,12 @@ def suite_page(results: list[dict[str, Any]]) -> str:
              f"condition (suite seed {cfg['seed']}, target speed {cfg['speed'][0]:g}-"
              f"{cfg['speed'][1]:g} m/s), every seed's policy and the expert on the same "
              "episodes and the same physics draws and pushes.")
-    body = html_page(suite_table(results), "Evaluation suite", index=True)
+    page = html_page(seed_table(results), "Evaluation suite", index=True)
+    conditions = suite_table(results).to_html(border=0, classes="quadpipe-table")
     figs = "".join(f"<h3>{escape(t)}</h3><img alt='{escape(t)}' src='data:image/png;base64,"
                    f"{b}'/>" for t, b in suite_figures(results))
-    seeds = seed_table(results).to_html(border=0, classes="quadpipe-table")
-    extra = (f"<p>{escape(intro)}</p>{figs}<h3>Per training seed</h3>{seeds}")
-    return body.replace("</h2>\n", f"</h2>\n{extra}\n", 1)
+    top = f"<p>{escape(intro)}</p>\n{conditions}\n{figs}\n<h3>Per training seed</h3>"
+    return page.replace("</h2>\n", f"</h2>\n{top}\n", 1)
 
 
 def write_reports(paths: list, suite: list, table_html, table_csv, suite_html=None,
