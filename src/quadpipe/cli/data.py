@@ -64,20 +64,6 @@ def _replay(args: argparse.Namespace) -> None:
           f"{report['max_qpos_error']:.2e}")
 
 
-def _eval_table_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("results", nargs="+", help="evaluation JSON files, named <path>.json")
-    p.add_argument("--html", required=True, help="HTML page to write")
-    p.add_argument("--csv", required=True, help="CSV table to write")
-
-
-@verb("eval-table", _eval_table_args)
-def _eval_table(args: argparse.Namespace) -> None:
-    """One table of all evaluation results (HTML and CSV)."""
-    from quadpipe.data.stats import write_eval_table
-
-    write_eval_table(args.results, args.html, args.csv)
-
-
 def _video_page_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="+", help="mp4 files")
     p.add_argument("--out", required=True, help="HTML page to write (videos embedded)")

@@ -1,9 +1,9 @@
-"""Dataset statistics (the original's analyze_dataset: pandas tables, plots) and the eval table.
+"""Dataset statistics: the original's analyze_dataset, as pandas tables and plots.
 
 `trajectory_table` has one row per trajectory (what it did: duration, commands, distance, turning,
 height, peak torques); `summary_table` the dataset-wide figures (sizes, durations, acceptance,
 state/action mean and std per channel). `write_stats` writes both as CSV plus the plots of the
-report. `eval_table` gathers the evaluation JSONs of all path types into one table.
+report; `html_page` is how every table appears in the Snakemake report (evaluation.tables too).
 """
 
 from __future__ import annotations
