@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from quadpipe.config import ExpertConfig
+from quadpipe.control.paths import place
 from quadpipe.sim.expert import KNOBS_AT_REST, MODE_FORWARD, filter_knobs, joint_references
 from quadpipe.sim.state import yaw
 
@@ -81,6 +82,14 @@ class Target:
     path: Projector
     speed: float  # m/s
     dt: float  # s per step
+
+    @classmethod
+    def from_start(cls, s: np.ndarray, xy: np.ndarray, start_qpos: np.ndarray, speed: float,
+                   dt: float) -> Target:
+        """A path (s, xy) that starts at the origin heading +x (control.paths), placed at the
+        robot's start pose (19,): it begins under the robot, heading where the robot faces."""
+        start = place(xy, start_qpos[:2], float(yaw(start_qpos[3:7])))
+        return cls(Projector(s, start), speed, dt)
 
     def at(self, steps: np.ndarray) -> np.ndarray:
         """(..., 2) world xy of the target at step indices `steps` (...)."""

@@ -24,13 +24,12 @@ import numpy as np
 
 from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import start_qpos
-from quadpipe.control.follower import FollowerConfig, Projector, Target
-from quadpipe.control.paths import PathSpec, place
+from quadpipe.control.follower import FollowerConfig, Target
+from quadpipe.control.paths import PathSpec
 from quadpipe.errors import ConfigError
 from quadpipe.evaluation.rollouts import EXPERT, STANDING, Runs, run_groups
 from quadpipe.learn.policy import load_checkpoint
 from quadpipe.sim.model import build_model
-from quadpipe.sim.state import yaw
 
 TARGET_RATIO = 2.0  # policy/expert mean tracking error at most this, and no fall: target met
 
@@ -63,8 +62,7 @@ def place_target(spec: PathSpec, cfg: EvalConfig, expert: ExpertConfig, q0: np.n
     if np.isfinite(spec.length):
         num = min(num, int(spec.length / cfg.speed / expert.dt))
     s, xy = spec.sample(cfg.speed * num * expert.dt + 2.0 * cfg.lookahead + 1.0)
-    proj = Projector(s, place(xy, q0[:2], float(yaw(q0[3:7]))))
-    return Target(proj, cfg.speed, expert.dt), num
+    return Target.from_start(s, xy, q0, cfg.speed, expert.dt), num
 
 
 def evaluate_path(checkpoints: list[str | Path], spec: PathSpec, cfg: EvalConfig = EvalConfig(),
@@ -131,7 +129,7 @@ def render_policy(checkpoint: str | Path, spec: PathSpec, out: str | Path,
     target, num = place_target(spec, cfg, expert, q0)
     num = min(num, int(round(cfg.video_seconds / expert.dt)))
     runs = run_groups([target], num, q0, [model], {"policy": (policy, obs)}, expert,
-                      cfg.follower)
+                      cfg.follower, with_expert=False)
     path_xy = target.at(np.arange(int(round(cfg.duration / expert.dt)) + 1))
     return render_video(build_model(expert), runs.qpos["policy"][0], Path(out), expert.dt,
                         cfg.fps, target_xy=path_xy)

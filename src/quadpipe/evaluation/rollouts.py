@@ -46,6 +46,7 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
     names = [*policies] + ([EXPERT] if with_expert else []) + ([STANDING] if standing else [])
     p = len(targets)
     controllers = []
+    futures: dict[tuple[int, ...], np.ndarray] = {}  # policies with the same waypoints share one
     for g, name in enumerate(names):
         episodes = range(g * p, (g + 1) * p)
         if name == EXPERT:
@@ -56,8 +57,12 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
             controllers.append(standing_controller(q0, expert))
         else:
             policy, obs = policies[name]
-            future = np.stack([t.future(num_steps, obs.offsets, q0[2]) for t in targets])
-            controllers.append(PolicyController(policy, obs, future, np.arange(len(names) * p) % p,
+            key = tuple(obs.offsets.tolist())
+            if key not in futures:
+                futures[key] = np.stack([t.future(num_steps, obs.offsets, q0[2])
+                                         for t in targets])
+            controllers.append(PolicyController(policy, obs, futures[key],
+                                                np.arange(len(names) * p) % p,
                                                 expert.torque_limit))
     owner = np.repeat(np.arange(len(names)), p)
     threads_before = torch.get_num_threads()

@@ -31,8 +31,8 @@ import numpy as np
 
 from quadpipe.config import ExpertConfig, from_mapping
 from quadpipe.control.closed_loop import start_qpos
-from quadpipe.control.follower import FollowerConfig, Projector, Target
-from quadpipe.control.paths import place, random_path
+from quadpipe.control.follower import FollowerConfig, Target
+from quadpipe.control.paths import random_path
 from quadpipe.errors import ConfigError
 from quadpipe.evaluation.intervals import bootstrap, wilson
 from quadpipe.evaluation.metrics import success
@@ -40,7 +40,6 @@ from quadpipe.evaluation.rollouts import EXPERT, run_groups
 from quadpipe.learn.policy import load_checkpoint
 from quadpipe.sim.model import build_model
 from quadpipe.sim.physics import PhysicsRanges, PushRanges, apply, draw_physics, draw_pushes
-from quadpipe.sim.state import yaw
 
 SUITE_STREAM = 0x5717E  # tag in every suite seed's entropy: never equal to a DAgger stream
 CONDITIONS = ("nominal", "randomized", "pushes")  # index c gives the spawn key (i, 1 + c)
@@ -102,7 +101,7 @@ def episode_plan(cfg: SuiteConfig, condition: str, expert: ExpertConfig, q0: np.
                                                            spawn_key=(i, 0)))
         speed = float(rng.uniform(*cfg.speed))
         s, xy = random_path(rng, speed * num_steps * expert.dt + 2.0 * cfg.lookahead + 1.0)
-        target = Target(Projector(s, place(xy, q0[:2], float(yaw(q0[3:7])))), speed, expert.dt)
+        target = Target.from_start(s, xy, q0, speed, expert.dt)
         crng = np.random.default_rng(np.random.SeedSequence((SUITE_STREAM, cfg.seed),
                                                             spawn_key=(i, 1 + c)))
         physics = draw_physics(crng, cfg.randomized) if condition == "randomized" else None

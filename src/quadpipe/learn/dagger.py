@@ -26,13 +26,12 @@ import numpy as np
 
 from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import Episodes, run, start_qpos
-from quadpipe.control.follower import ExpertController, FollowerConfig, Projector, Target
-from quadpipe.control.paths import place, random_path
+from quadpipe.control.follower import ExpertController, FollowerConfig, Target
+from quadpipe.control.paths import random_path
 from quadpipe.learn.controller import PolicyController
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.sim.model import build_model
-from quadpipe.sim.state import yaw
 
 SPEED_RANGE = (0.15, 0.35)  # m/s of the target; the evaluation's default is 0.25
 
@@ -64,8 +63,7 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
     for i in range(episodes):
         reach = speeds[i] * (num + obs.horizon) * expert.dt + 2.0 * follower.lookahead + 1.0
         s, xy = random_path(rng, reach)
-        targets.append(Target(Projector(s, place(xy, q0[:2], float(yaw(q0[3:7])))), speeds[i],
-                              expert.dt))
+        targets.append(Target.from_start(s, xy, q0, speeds[i], expert.dt))
     future = np.stack([t.future(num, obs.offsets, q0[2]) for t in targets])
     labels = ExpertController({i: t.steering(expert, follower) for i, t in enumerate(targets)},
                               expert, follower)
