@@ -32,6 +32,7 @@ import torch
 from quadpipe.config import ExpertConfig, expert_from_json
 from quadpipe.data import dataset
 from quadpipe.errors import ConfigError, DatasetError
+from quadpipe.learn.batches import Batches
 from quadpipe.learn.policy import Policy, save_checkpoint
 from quadpipe.learn.samples import ObsConfig, trajectory_phase, trajectory_samples
 from quadpipe.sim.state import ACTION_DIM
@@ -72,7 +73,6 @@ class TrainConfig:
     path_frame: str = "heading"  # "heading" (robot-centred) or "world" (the original's inputs)
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
-    num_workers: int = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:
         if min(self.noise_q, self.noise_qd, self.noise_base) < 0:
@@ -195,13 +195,14 @@ def _missing(path: Path) -> Path:
     raise DatasetError(f"{path}: no such dataset; run `quadpipe generate`/`merge` first")
 
 
-def _progress(items, progress: bool | None, desc: str):
+def _progress(items, progress: bool | None, desc: str, total: int | None = None):
     show = sys.stderr.isatty() if progress is None else progress
     if not show:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="traj" if desc == "prepare" else "batch", leave=False)
+    return tqdm(items, desc=desc, unit="traj" if desc == "prepare" else "batch", leave=False,
+                total=total)
 
 
 def load_arrays(sample_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -220,32 +221,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is cuda but no CUDA device is available; use auto or cpu")
     return torch.device(name)
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Batch i of an epoch = rows perm[i*B:(i+1)*B] of the sources stacked end to end.
-
-    The sources are the prepared memory maps and the in-memory DAgger samples; rows of a batch are
-    read sorted, for sequential memmap reads.
-    """
-
-    def __init__(self, sources: list[tuple[np.ndarray, np.ndarray]], batch: int,
-                 perm: np.ndarray) -> None:
-        self.sources, self.batch, self.perm = sources, batch, perm
-        self.starts = np.cumsum([0] + [len(x) for x, _ in sources])
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.perm) / self.batch)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = np.sort(self.perm[i * self.batch:(i + 1) * self.batch])
-        xs, ys = [], []
-        for (x, y), a, b in zip(self.sources, self.starts[:-1], self.starts[1:], strict=True):
-            rows = idx[(idx >= a) & (idx < b)] - a
-            if len(rows):
-                xs.append(x[rows])
-                ys.append(y[rows])
-        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
 def _valid_loss(policy: Policy, x: np.ndarray, y: np.ndarray, device: torch.device,
@@ -300,6 +275,14 @@ class JointNoise:
         return x, y
 
 
+def make_optimizer(policy: Policy, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; on CUDA the fused kernel: one launch per step instead of one per tensor, which is
+    what bounds a small MLP's steps on a GPU (benchmarks/README.md). The CPU keeps the default."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             **fused)
+
+
 def build_policy(cfg: TrainConfig, meta: dict[str, Any]) -> Policy:
     torch.manual_seed(cfg.seed)
     policy = Policy(cfg.obs.dim, ACTION_DIM, tuple(cfg.hidden))
@@ -322,13 +305,14 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     xv, yv = load_arrays(sdir, dataset.VALID)
     device = resolve_device(cfg.device)
     policy = build_policy(cfg, meta).to(device)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(policy, cfg, device)
     rng = np.random.default_rng(cfg.seed)
     noise = JointNoise(cfg, meta["expert"], device, meta["X_std"]) \
         if cfg.noise_q or cfg.noise_qd or cfg.noise_base else None
     if device.type == "cpu" and cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     sources = [(xt, yt)]
+    batches: Batches | None = None
     expert = _dataset_expert(Path(dataset_path)) if cfg.dagger_rounds else None
     history: list[dict[str, float]] = []
     best = (math.inf, 0)
@@ -344,33 +328,20 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
             current = rnd
             x_new, y_new, stats = _dagger_round(policy, cfg, expert, rnd)
             sources.append((x_new, y_new))
+            batches = None  # the input path of the grown sample set
             dag = {"dagger_samples": sum(len(x) for x, _ in sources[1:]), **stats}
             policy.to(device)
         lr = cfg.lr * (0.1 if 0 < cfg.lr_decay_epoch <= epoch else 1.0)
         for group in opt.param_groups:
             group["lr"] = lr
-        n_rows = sum(len(x) for x, _ in sources)
-        loader = torch.utils.data.DataLoader(
-            _Batches(sources, cfg.batch_size, rng.permutation(n_rows)), batch_size=None,
-            shuffle=False, num_workers=cfg.num_workers)
-        policy.train()
-        start, loss_sum, seen = time.perf_counter(), 0.0, 0
-        bar = _progress(loader, progress, f"epoch {epoch}/{total}")
-        for xb, yb in bar:
-            xb, yb = xb.to(device), yb.to(device)
-            if noise is not None:
-                xb, yb = noise(xb, yb)
-            err = policy.forward_normalised(xb) - policy.normalise_output(yb)
-            loss = (err * err).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-            opt.step()
-            loss_sum += float(loss.detach()) * len(xb)
-            seen += len(xb)
+        if batches is None:
+            batches = Batches(sources, cfg.batch_size, device)
+        start = time.perf_counter()
+        train_loss, seen = run_epoch(policy, opt, batches, rng.permutation(batches.rows), noise,
+                                     cfg.grad_clip, progress, f"epoch {epoch}/{total}")
         seconds = time.perf_counter() - start
         vloss = _valid_loss(policy, xv, yv, device)
-        row = {"epoch": epoch, "round": rnd, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+        row = {"epoch": epoch, "round": rnd, "lr": lr, "train_loss": train_loss,
                "valid_loss": vloss, "seconds": seconds, "samples_per_s": seen / seconds, **dag}
         history.append(row)
         log.info("epoch %d (round %d): train %.4f valid %.4f (%.0f samples/s)", epoch, rnd,
@@ -390,6 +361,31 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
             "train_samples": len(xt), "valid_samples": len(xv),
             "dagger_samples": int(dag["dagger_samples"]),
             "samples_per_s": float(np.median([h["samples_per_s"] for h in history]))}
+
+
+def run_epoch(policy: Policy, opt: torch.optim.Optimizer, batches: Batches, perm: np.ndarray,
+              noise: JointNoise | None, grad_clip: float, progress: bool | None = False,
+              desc: str = "epoch") -> tuple[float, int]:
+    """One pass over `batches` in the order `perm`; returns (mean training loss, samples).
+
+    The loss is summed on the device (in float64, the sum a Python float would give): reading it
+    back every batch would make the CPU wait for the GPU after each step.
+    """
+    policy.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=batches.device)
+    seen = 0
+    for xb, yb in _progress(batches.epoch(perm), progress, desc, total=len(batches)):
+        if noise is not None:
+            xb, yb = noise(xb, yb)
+        err = policy.forward_normalised(xb) - policy.normalise_output(yb)
+        loss = (err * err).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+        opt.step()
+        loss_sum += loss.detach().double() * len(xb)
+        seen += len(xb)
+    return float(loss_sum) / max(seen, 1), seen
 
 
 def _dagger_round(policy: Policy, cfg: TrainConfig, expert: ExpertConfig, rnd: int
