@@ -9,11 +9,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import file_contents
 
 from quadpipe.cli import main
 from quadpipe.data import dataset
 from quadpipe.data.merge import merge_shards
-from quadpipe.errors import DatasetError
+from quadpipe.errors import DatasetError, QuadpipeError
 from quadpipe.sim.stability import REASONS
 
 
@@ -55,9 +56,10 @@ def test_merge_renumbers_in_shard_order_and_keeps_provenance(two_shards, tmp_pat
     assert splits.count(dataset.VALID) == 3
 
 
-def test_merged_data_equal_the_shards_and_chunks_stay_compressed(two_shards, tmp_path):
+@pytest.mark.parametrize("layout", ["link", "copy"])
+def test_merged_data_equal_the_shards_and_chunks_stay_compressed(two_shards, tmp_path, layout):
     out = tmp_path / "dataset.h5"
-    merge_shards(two_shards, out)
+    merge_shards(two_shards, out, layout=layout)
     with h5py.File(two_shards[1]) as src, h5py.File(out) as dst:
         s, d = src["trajectory_00002"], dst["trajectory_00008"]
         for key in (*dataset.TIME_SERIES, *dataset.FIXED):
@@ -137,3 +139,59 @@ def test_cli_merge_writes_dataset_and_summary(two_shards, tmp_path):
         splits = [f[n].attrs[dataset.SPLIT_ATTR] for n in dataset.trajectory_names(f)]
     assert splits.count(dataset.VALID) == 6
     assert summary.exists()
+
+
+def test_linked_merge_reads_exactly_like_the_copy(two_shards, tmp_path):
+    """Same groups, datasets, values and attributes through plain h5py; only the root attribute
+    naming the linked shards differs, and the linked file is a few kB per trajectory."""
+    copy, link = tmp_path / "copy" / "dataset.h5", tmp_path / "link" / "dataset.h5"
+    merge_shards(two_shards, copy, layout="copy")
+    merge_shards(two_shards, link, layout="link")
+    a, b = file_contents(copy), file_contents(link)
+    linked = json.loads(b["/"].pop(dataset.LINKED_ATTR))
+    assert a == b
+    assert [e["path"] for e in linked] == ["../shard_0.h5", "../shard_1.h5"]
+    assert link.stat().st_size < 0.1 * copy.stat().st_size
+    with h5py.File(link) as f:  # the time series are links, not copies
+        assert isinstance(f.get("trajectory_00001/qpos", getlink=True), h5py.ExternalLink)
+
+
+def test_linked_merge_moves_with_its_shards(two_shards, tmp_path):
+    merge_shards(two_shards, tmp_path / "dataset" / "dataset.h5", layout="link")
+    moved = tmp_path.parent / (tmp_path.name + "_moved")
+    shutil.copytree(tmp_path, moved)
+    try:
+        assert file_contents(moved / "dataset" / "dataset.h5") == \
+            file_contents(tmp_path / "dataset" / "dataset.h5")
+        dataset.validate(moved / "dataset" / "dataset.h5")
+    finally:
+        shutil.rmtree(moved)
+
+
+def test_a_missing_linked_shard_gives_one_clear_line(two_shards, tmp_path, capsys):
+    out = tmp_path / "dataset" / "dataset.h5"
+    merge_shards(two_shards, out, layout="link")
+    two_shards[1].rename(tmp_path / "elsewhere.h5")
+    with pytest.raises(DatasetError, match="shard_1.h5, which is missing") as err:
+        dataset.validate(out)
+    assert "--layout copy" in str(err.value)
+    code = main(["stats", str(out), "--out-dir", str(tmp_path / "stats")])
+    err_text = capsys.readouterr().err
+    assert code == 2
+    assert "shard_1.h5" in err_text and "missing" in err_text and "Traceback" not in err_text
+    assert len(err_text.strip().splitlines()) == 1
+    assert not (tmp_path / "stats" / "summary.csv").exists()
+
+
+def test_a_changed_linked_shard_is_refused(two_shards, tmp_path):
+    out = tmp_path / "dataset.h5"
+    merge_shards(two_shards, out, layout="link")
+    with h5py.File(two_shards[0], "r+") as f:
+        f.create_dataset("padding", data=np.zeros(10_000))
+    with pytest.raises(DatasetError, match="changed since the merge"):
+        dataset.validate(out)
+
+
+def test_unknown_layout_is_refused(two_shards, tmp_path):
+    with pytest.raises(QuadpipeError, match="--layout must be one of link, copy"):
+        merge_shards(two_shards, tmp_path / "d.h5", layout="symlink")

@@ -68,6 +68,9 @@ class GenerateConfig:
     # levels). Either file reads the same everywhere; why isal: benchmarks/README.md.
     gzip_encoder: str = "isal"
     chunk_steps: int = 1600  # HDF5 chunk length along time
+    # "full" (the original's states + qpos/qvel/actions) or "lean" (no states: computed from
+    # qpos/qvel on reading; 0.6 of the bytes, but the original's readers need states)
+    layout: str = "full"
     max_attempts_factor: int = 20  # give up after num * factor attempts (a broken expert)
 
 

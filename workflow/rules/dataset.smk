@@ -44,6 +44,8 @@ rule merge:
     params:
         valid_fraction=config["dataset"]["valid_fraction"],
         seed=config["dataset"]["seed"],
+        layout=config["dataset"]["merge_layout"],
     shell:
         "python -m quadpipe merge {input} --out {output.dataset} --summary {output.summary} "
-        "--valid-fraction {params.valid_fraction} --seed {params.seed} > {log} 2>&1"
+        "--valid-fraction {params.valid_fraction} --seed {params.seed} --layout {params.layout} "
+        "> {log} 2>&1"

@@ -17,6 +17,9 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid-fraction", type=float, default=0.1,
                    help="share of trajectories in the validation split (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/valid split")
+    p.add_argument("--layout", choices=("link", "copy"), default="link",
+                   help="link: the time series stay in the shards, linked (default; keep the "
+                        "shards beside it); copy: a self-contained file")
 
 
 @verb("merge", _merge_args)
@@ -24,7 +27,8 @@ def _merge(args: argparse.Namespace) -> None:
     """Merge shards into one dataset with a fixed train/valid split."""
     from quadpipe.data.merge import merge_shards
 
-    attrs = merge_shards(args.shards, args.out, args.summary, args.valid_fraction, args.seed)
+    attrs = merge_shards(args.shards, args.out, args.summary, args.valid_fraction, args.seed,
+                         args.layout)
     print(f"{args.out}: {attrs['num_trajectories']} trajectories from {attrs['num_tasks']} "
           f"shards, acceptance {attrs['acceptance_rate']:.1%}")
 

@@ -24,11 +24,25 @@ stability and generation settings, for exact replay). A merged file also has mer
 
 Row t of states/qpos/qvel is the state *before* step t and actions[t] the torque applied during
 step t, so (states[t], actions[t]) is a training pair.
+
+Two optional layouts, both read through this module exactly like the default:
+
+- **lean storage** (`generate.layout: lean`, root attribute storage_layout = "lean"): no `states`
+  dataset; `states` is computed from qpos/qvel on reading (`time_series`, `read_trajectory`).
+  Every stored array reads back identical to the full layout's; `states` differs only in the
+  rotation-vector columns 3:6, recomputed from the stored float32 quaternion, by float32 rounding.
+  The original's readers, which read `states` directly, need the full layout (the default).
+- **linked merge** (`quadpipe merge --layout link`, root attribute linked_files): the merged
+  file's trajectory groups hold the attributes and the small datasets, and their time series are
+  HDF5 external links into the shard files (paths relative to the merged file), so merging
+  writes no time series a second time. Plain h5py (and any HDF5 reader) follows the links;
+  `open_file` checks first that every linked shard is there, unchanged, and says which is not.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -42,7 +56,7 @@ from isal import isal_zlib
 
 from quadpipe.errors import DatasetError
 from quadpipe.sim.stability import REASONS
-from quadpipe.sim.state import ACTION_DIM, STATE_DIM
+from quadpipe.sim.state import ACTION_DIM, STATE_DIM, states_from
 
 FORMAT = "quadpipe"
 FORMAT_VERSION = 1
@@ -69,6 +83,12 @@ class Storage:
     compression_level: int | None = 4
     gzip_encoder: str = "isal"
     chunk_steps: int = 1600
+    layout: str = "full"  # "full" or "lean" (no `states`; see the module docstring)
+
+
+LAYOUTS = ("full", "lean")
+STORAGE_LAYOUT_ATTR = "storage_layout"  # root attribute, written only for "lean"
+LINKED_ATTR = "linked_files"  # root attribute of a linked merge: JSON [{path, size}, ...]
 
 
 def _isal_compress(data: bytes, level: int) -> bytes:
@@ -110,6 +130,8 @@ def write_trajectory(f: h5py.Group, name: str, traj: Trajectory, storage: Storag
     n = traj.states.shape[0]
     chunk = min(n, storage.chunk_steps)
     for key, (width,) in TIME_SERIES.items():
+        if key == "states" and storage.layout == "lean":
+            continue
         data = np.ascontiguousarray(getattr(traj, key), dtype=storage.dtype)
         if storage.compression == "gzip":
             _write_gzip_chunks(g, key, data, chunk, storage.compression_level or 0,
@@ -150,8 +172,48 @@ def _write_gzip_chunks(g: h5py.Group, key: str, data: np.ndarray, chunk: int, le
 
 def read_trajectory(f: h5py.File, name: str) -> Trajectory:
     g = f[name]
-    data = {k: g[k][()] for k in (*TIME_SERIES, *FIXED)}
+    data = {k: time_series(g, k) for k in TIME_SERIES}
+    data.update({k: g[k][()] for k in FIXED})
     return Trajectory(**data, attrs=dict(g.attrs))
+
+
+def time_series(g: h5py.Group, key: str) -> np.ndarray:
+    """Time series `key` of trajectory group `g`; `states` computed if the layout is lean."""
+    if key == "states" and key not in g:
+        qpos = g["qpos"][()]
+        return states_from(qpos, g["qvel"][()]).astype(qpos.dtype)
+    return g[key][()]
+
+
+def link_trajectory(src: h5py.Group, dst: h5py.Group, name: str, target: str) -> h5py.Group:
+    """Group `name` in `dst` with `src`'s attributes and small datasets, its time series
+    external links into file `target` (a path relative to `dst`'s file)."""
+    g = dst.create_group(name)
+    for key in FIXED:
+        src.file.copy(src[key], g, name=key)
+    for key in TIME_SERIES:
+        if key in src:
+            g[key] = h5py.ExternalLink(target, f"{src.name}/{key}")
+    for key, value in src.attrs.items():
+        g.attrs[key] = value
+    return g
+
+
+def check_linked(path: Path, f: h5py.File) -> None:
+    """Raise DatasetError unless every shard a linked merge refers to is there, unchanged."""
+    if LINKED_ATTR not in f.attrs:
+        return
+    for entry in json.loads(f.attrs[LINKED_ATTR]):
+        shard = path.parent / entry["path"]
+        if not shard.exists():
+            raise DatasetError(
+                f"{path}: its time series are in the shard {shard}, which is missing (a merge "
+                "with --layout link references its shards); put the shard back, or rerun the "
+                "merge (--layout copy makes a self-contained file)")
+        if shard.stat().st_size != entry["size"]:
+            raise DatasetError(
+                f"{path}: the shard {shard} changed since the merge ({shard.stat().st_size} "
+                f"bytes, {entry['size']} when merged); rerun the merge")
 
 
 SPLIT_ATTR = "split"
@@ -234,6 +296,7 @@ def open_file(path: str | Path) -> Iterator[h5py.File]:
     with f:
         if f.attrs.get("format") != FORMAT:
             raise DatasetError(f"{path}: not a quadpipe file (root attribute 'format' missing)")
+        check_linked(path, f)
         yield f
 
 
@@ -253,21 +316,24 @@ def validate(path: str | Path, read_data: bool = True) -> dict[str, Any]:
         if len(names) != attrs["num_trajectories"]:
             raise DatasetError(f"{path}: holds {len(names)} trajectories but num_trajectories "
                                f"says {attrs['num_trajectories']}; the file is incomplete")
+        stored = [k for k in TIME_SERIES
+                  if not (k == "states" and attrs.get(STORAGE_LAYOUT_ATTR) == "lean")]
         for name in names:
-            _validate_group(path, f[name], read_data)
+            _validate_group(path, f[name], read_data, stored)
     return attrs
 
 
-def _validate_group(path: Path, g: h5py.Group, read_data: bool) -> None:
+def _validate_group(path: Path, g: h5py.Group, read_data: bool, stored: list[str]) -> None:
     where = f"{path}:{g.name}"
-    for key in (*TIME_SERIES, *FIXED):
+    for key in (*stored, *FIXED):
         if key not in g:
             raise DatasetError(f"{where}: dataset '{key}' is missing")
     for key in TRAJ_ATTRS:
         if key not in g.attrs:
             raise DatasetError(f"{where}: attribute '{key}' is missing")
     n = int(g.attrs["num_timesteps"])
-    for key, trailing in TIME_SERIES.items():
+    for key in stored:
+        trailing = TIME_SERIES[key]
         if g[key].shape != (n, *trailing):
             raise DatasetError(f"{where}/{key}: shape {g[key].shape}, expected {(n, *trailing)}")
     for key, shape in FIXED.items():
@@ -278,7 +344,7 @@ def _validate_group(path: Path, g: h5py.Group, read_data: bool) -> None:
         raise DatasetError(f"{where}: {n} steps do not match {len(g['command_sequence'])} "
                            "commands of cmd_duration")
     if read_data:
-        for key in (*TIME_SERIES, *FIXED):
+        for key in (*stored, *FIXED):
             try:
                 values = g[key][()]
             except (OSError, RuntimeError) as exc:

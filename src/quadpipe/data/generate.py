@@ -12,6 +12,7 @@ every dataset and attribute and a reader never sees half a shard.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 from collections import Counter, deque
@@ -114,7 +115,13 @@ def _summary(used: list[str], num: int, seed: int, shard: int, expert: ExpertCon
         "resumed_from": 0,
         **{f"rejected_{r}": counts.get(r, 0) for r in REASONS},
         "config_json": header["settings"],
+        **_layout_attrs(header),
     }
+
+
+def _layout_attrs(header: dict[str, Any]) -> dict[str, str]:
+    layout = json.loads(header["settings"])["storage"].get("layout", "full")
+    return {dataset.STORAGE_LAYOUT_ATTR: layout} if layout != "full" else {}
 
 
 def journal_header(seed: int, shard: int, expert: ExpertConfig, stability: StabilityConfig,
@@ -122,7 +129,7 @@ def journal_header(seed: int, shard: int, expert: ExpertConfig, stability: Stabi
     """Everything that determines a shard's content; a journal resumes only under the same."""
     return {"seed": seed, "shard": shard,
             "settings": to_json(expert=expert, stability=stability, sampler=_sampler(gen),
-                                storage=_storage(gen)),
+                                storage=_storage_settings(gen)),
             "format_version": dataset.FORMAT_VERSION}
 
 
@@ -150,7 +157,17 @@ def _sampler(gen: GenerateConfig) -> dict[str, int]:
 def _storage(gen: GenerateConfig) -> dataset.Storage:
     return dataset.Storage(dtype=gen.dtype, compression=gen.compression,
                            compression_level=gen.compression_level,
-                           gzip_encoder=gen.gzip_encoder, chunk_steps=gen.chunk_steps)
+                           gzip_encoder=gen.gzip_encoder, chunk_steps=gen.chunk_steps,
+                           layout=gen.layout)
+
+
+def _storage_settings(gen: GenerateConfig) -> dict[str, Any]:
+    """The storage part of config_json. The layout appears only when it is not the default,
+    so that the default's files stay byte for byte what they were before layouts existed."""
+    settings = dataclasses.asdict(_storage(gen))
+    if settings["layout"] == "full":
+        del settings["layout"]
+    return settings
 
 
 def _check_args(out: Path, num: int, seed: int, shard: int, gen: GenerateConfig) -> None:
@@ -163,6 +180,9 @@ def _check_args(out: Path, num: int, seed: int, shard: int, gen: GenerateConfig)
                             f"generate.max_moves ({gen.max_moves})")
     if gen.dtype not in ("float32", "float64"):
         raise QuadpipeError(f"generate.dtype must be float32 or float64, got {gen.dtype!r}")
+    if gen.layout not in dataset.LAYOUTS:
+        raise QuadpipeError(f"generate.layout must be one of {', '.join(dataset.LAYOUTS)}, got "
+                            f"{gen.layout!r}")
     if gen.gzip_encoder not in dataset.GZIP_ENCODERS:
         raise QuadpipeError(f"generate.gzip_encoder must be one of "
                             f"{', '.join(dataset.GZIP_ENCODERS)}, got {gen.gzip_encoder!r}")

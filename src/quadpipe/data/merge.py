@@ -1,17 +1,27 @@
 """Merge shards into one dataset file: the original's merge_dataset.jl, improved.
 
-Every shard's trajectory groups are copied in shard order (the order of the files given) and
-renumbered trajectory_00001, ...; each keeps where it came from (`source_shard`,
-`source_trajectory_id`) and gets its fixed train/valid label (`dataset.SPLIT_ATTR`). Groups are
-copied with HDF5's object copy (h5py `Group.copy`, i.e. H5Ocopy), which moves the compressed chunks
-as they are, without decompressing and re-encoding them. The root attributes are the combined
-summary; `summary.h5` repeats them for readers of the original format. Both files are written
-atomically (a temporary file renamed into place), so an interrupted merge leaves no half file.
+Every shard's trajectory groups go into the merged file in shard order (the order of the files
+given), renumbered trajectory_00001, ...; each keeps where it came from (`source_shard`,
+`source_trajectory_id`) and gets its fixed train/valid label (`dataset.SPLIT_ATTR`). Two layouts:
+
+- `link` (the workflow's default): each group holds the attributes and the small datasets, and its
+  time series are HDF5 external links into the shard (quadpipe.data.dataset). Merging costs
+  milliseconds per trajectory whatever the data's size, and no byte of the time series is stored
+  twice (at 5,000 trajectories the copy is ~36 GB more; benchmarks/README.md). The shards must stay
+  where they are, relative to the merged file; readers check this and name a missing shard.
+- `copy`: groups copied with HDF5's object copy (H5Ocopy), which moves the compressed chunks as
+  they are, without decompressing and re-encoding them: a self-contained file, to move alone.
+
+The root attributes are the combined summary; `summary.h5` repeats them for readers of the
+original format. Both files are written atomically (a temporary file renamed into place), so an
+interrupted merge leaves no half file.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,15 +37,18 @@ log = logging.getLogger(__name__)
 # be mixed silently, since training and replay assume one dt, one command length, one expert.
 MUST_MATCH = ("dt", "cmd_duration", "config_json")
 SOURCE_SHARD, SOURCE_ID = "source_shard", "source_trajectory_id"
+LAYOUTS = ("link", "copy")
 
 
 def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | Path | None = None,
-                 valid_fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
+                 valid_fraction: float = 0.1, seed: int = 0, layout: str = "link"
+                 ) -> dict[str, Any]:
     """Merge shard files `shards` (in this order) into `out`; return the combined root attributes.
 
     `valid_fraction` of the trajectories (at least one, if there are two or more) are labelled
-    "valid" by `dataset.assign_split(num, valid_fraction, seed)`. Raises DatasetError naming the
-    file when a shard is missing, damaged, or made with settings that differ from the first one.
+    "valid" by `dataset.assign_split(num, valid_fraction, seed)`. `layout`: "link" or "copy" (the
+    module docstring). Raises DatasetError naming the file when a shard is missing, damaged, or
+    made with settings that differ from the first one.
     """
     shards = [Path(s) for s in shards]
     out = Path(out)
@@ -43,6 +56,8 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | P
         raise QuadpipeError("merge needs at least one shard file")
     if not 0.0 <= valid_fraction < 1.0:
         raise QuadpipeError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
+    if layout not in LAYOUTS:
+        raise QuadpipeError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if out.resolve() in {s.resolve() for s in shards}:
         raise QuadpipeError(f"--out {out} is also an input; write the merged file elsewhere")
     roots = [dataset.validate(s, read_data=False) for s in shards]
@@ -51,6 +66,9 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | P
     splits = dataset.assign_split(int(combined["num_trajectories"]), valid_fraction, seed)
 
     _make_parent(out)
+    if layout == "link":
+        combined[dataset.LINKED_ATTR] = json.dumps(
+            [{"path": _relative(s, out), "size": s.stat().st_size} for s in shards])
     with dataset.atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as dst:
         dataset.write_root_attrs(dst, combined)
         new_id = 0
@@ -59,8 +77,11 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | P
                 for name in dataset.trajectory_names(src):
                     new_id += 1
                     new = dataset.group_name(new_id)
-                    src.copy(src[name], dst, name=new)
-                    g = dst[new]
+                    if layout == "link":
+                        g = dataset.link_trajectory(src[name], dst, new, _relative(path, out))
+                    else:
+                        src.copy(src[name], dst, name=new)
+                        g = dst[new]
                     g.attrs[SOURCE_SHARD] = g.attrs["shard"]
                     g.attrs[SOURCE_ID] = g.attrs["trajectory_id"]
                     g.attrs["trajectory_id"] = new_id
@@ -68,8 +89,8 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | P
     if summary is not None:
         write_summary(summary, combined)
     dataset.validate(out, read_data=False)
-    log.info("merged %d shards into %s: %d trajectories (%d valid)", len(shards), out,
-             new_id, splits.count(dataset.VALID))
+    log.info("merged %d shards into %s (%s): %d trajectories (%d valid)", len(shards), out,
+             layout, new_id, splits.count(dataset.VALID))
     return combined
 
 
@@ -97,6 +118,8 @@ def combined_summary(roots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "merged": True,
         "num_tasks": len(roots),
     }
+    if dataset.STORAGE_LAYOUT_ATTR in first:
+        out[dataset.STORAGE_LAYOUT_ATTR] = first[dataset.STORAGE_LAYOUT_ATTR]
     return out
 
 
@@ -124,6 +147,11 @@ def _check_compatible(shards: Sequence[Path], roots: Sequence[Mapping[str, Any]]
             raise DatasetError(f"{path} and {seen[origin]} are the same shard (seed {origin[0]}, "
                                f"shard {origin[1]}); give each shard once")
         seen[origin] = path
+
+
+def _relative(shard: Path, out: Path) -> str:
+    """`shard`'s path from `out`'s folder: the pair can move together (results/ to a cluster)."""
+    return os.path.relpath(shard.resolve(), out.resolve().parent)
 
 
 def _make_parent(path: Path) -> None:

@@ -98,7 +98,7 @@ def summary_table(path: str | Path, trajectories: pd.DataFrame | None = None) ->
         action_sum = np.zeros(ACTION_DIM)
         action_sq = np.zeros(ACTION_DIM)
         for name in dataset.trajectory_names(f):
-            s = f[name]["states"][()].astype(np.float64)
+            s = dataset.time_series(f[name], "states").astype(np.float64)
             u = f[name]["actions"][()].astype(np.float64)
             state_sum += s.sum(axis=0)
             state_sq += np.square(s).sum(axis=0)
