@@ -64,3 +64,20 @@ def test_cli_stats_writes_tables_and_plots(tiny_shard, tmp_path):
         assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert len(pd.read_csv(tmp_path / "trajectories.csv")) == 6
     assert "<table" in (tmp_path / "summary.html").read_text()
+
+
+def test_box_stats_from_the_histogram_match_the_data():
+    """The torque box plot is drawn from fixed bins (flat memory): its figures must be those of
+    the data, to a bin (quartiles) or three (whiskers, whose limits carry the quartiles' error)."""
+    from quadpipe.data.stats import TORQUE_BIN, TORQUE_MAX, box_stats
+
+    values = np.abs(np.random.default_rng(0).standard_normal(100_000) * 5.0)
+    hist = np.bincount((values / TORQUE_BIN).astype(int), minlength=int(TORQUE_MAX / TORQUE_BIN))
+    got = box_stats(hist)
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    iqr = q3 - q1
+    want = {"q1": q1, "med": med, "q3": q3, "whislo": values[values >= q1 - 1.5 * iqr].min(),
+            "whishi": values[values <= q3 + 1.5 * iqr].max()}
+    for key, value in want.items():
+        tolerance = TORQUE_BIN if key in ("q1", "med", "q3") else 3 * TORQUE_BIN
+        assert abs(got[key] - value) <= tolerance, key

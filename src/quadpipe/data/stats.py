@@ -4,10 +4,16 @@
 height, peak torques); `summary_table` the dataset-wide figures (sizes, durations, acceptance,
 state/action mean and std per channel). `write_stats` writes both as CSV plus the plots of the
 report; `html_page` is how every table appears in the Snakemake report (evaluation.tables too).
+
+Everything comes from one pass over the data (`scan`), each trajectory read once, and what the
+pass keeps does not grow with the data: channel sums, a fixed-bin histogram of |torque| per joint
+(the box plot's quartiles and whiskers, to its 0.005 N m bins) and the first PATHS_SHOWN paths.
+So stats costs the same per trajectory at 160 or 5,000 trajectories (benchmarks/scale.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -29,10 +35,59 @@ STATE_NAMES = (
     *(f"{j}_{kind}" for j in JOINT_NAMES for kind in ("q", "qd")),
 )
 PATH_SAMPLE_S = 0.1  # s, resolution of the travelled-distance sum (ignores the gait's sway)
+PATHS_SHOWN = 200  # trajectories drawn in the top-view plot
+TORQUE_BIN = 0.005  # N m, resolution of the torque distribution
+TORQUE_MAX = 200.0  # N m, top of the histogram (larger values land in its last bin)
 PLOTS = ("paths", "commands", "durations", "torques")
 TABLES = ("trajectories.csv", "summary.csv", "trajectories.html", "summary.html")
 
 assert len(STATE_NAMES) == STATE_DIM and len(JOINT_NAMES) == ACTION_DIM
+
+
+@dataclasses.dataclass
+class Scan:
+    """What one pass over a dataset gathers for the tables and plots."""
+
+    root: dict[str, Any]
+    trajectories: pd.DataFrame
+    state_sum: np.ndarray
+    state_sq: np.ndarray
+    action_sum: np.ndarray
+    action_sq: np.ndarray
+    torque_hist: np.ndarray  # (ACTION_DIM, bins) counts of |torque| in TORQUE_BIN bins
+    paths: list[np.ndarray]  # xy of the first PATHS_SHOWN trajectories, every 50th step
+
+
+def scan(path: str | Path) -> Scan:
+    """Read every trajectory of a shard or merged dataset once; see the module docstring."""
+    rows = []
+    sums = {k: np.zeros(n) for k, n in (("s", STATE_DIM), ("s2", STATE_DIM), ("a", ACTION_DIM),
+                                         ("a2", ACTION_DIM))}
+    bins = int(round(TORQUE_MAX / TORQUE_BIN))
+    hist = np.zeros((ACTION_DIM, bins), dtype=np.int64)
+    paths = []
+    with dataset.open_file(path) as f:
+        root = dict(f.attrs)
+        names = dataset.trajectory_names(f)
+        splits = dataset.split_of(f, names)
+        for name, split in zip(names, splits, strict=True):
+            g = f[name]
+            qpos = g["qpos"][()]
+            actions = g["actions"][()]
+            states = dataset.time_series(g, "states").astype(np.float64)
+            u = actions.astype(np.float64)
+            rows.append(_trajectory_row(g, split, qpos.astype(np.float64), actions))
+            sums["s"] += states.sum(axis=0)
+            sums["s2"] += np.square(states).sum(axis=0)
+            sums["a"] += u.sum(axis=0)
+            sums["a2"] += np.square(u).sum(axis=0)
+            idx = np.minimum((np.abs(u) / TORQUE_BIN).astype(np.int64), bins - 1)
+            for j in range(ACTION_DIM):
+                hist[j] += np.bincount(idx[:, j], minlength=bins)
+            if len(paths) < PATHS_SHOWN:
+                paths.append(qpos[::50, 0:2].astype(np.float64))
+    table = pd.DataFrame(rows).set_index("trajectory_id")
+    return Scan(root, table, sums["s"], sums["s2"], sums["a"], sums["a2"], hist, paths)
 
 
 def trajectory_table(path: str | Path) -> pd.DataFrame:
@@ -41,21 +96,13 @@ def trajectory_table(path: str | Path) -> pd.DataFrame:
     Units: s, m, deg, m/s, N m. `distance_m` is the xy path length sampled every PATH_SAMPLE_S,
     `yaw_change_deg` the net (unwrapped) change of heading, `peak_torque_<joint>` max |torque|.
     """
-    rows = []
-    with dataset.open_file(path) as f:
-        names = dataset.trajectory_names(f)
-        splits = dataset.split_of(f, names)
-        for name, split in zip(names, splits, strict=True):
-            g = f[name]
-            rows.append(_trajectory_row(g, split))
-    return pd.DataFrame(rows).set_index("trajectory_id")
+    return scan(path).trajectories
 
 
-def _trajectory_row(g: Any, split: str) -> dict[str, Any]:
+def _trajectory_row(g: Any, split: str, qpos: np.ndarray, actions: np.ndarray
+                    ) -> dict[str, Any]:
     a = g.attrs
     dt = float(a["dt"])
-    qpos = g["qpos"][()].astype(np.float64)
-    actions = g["actions"][()]
     cmds = g["command_sequence"][()]
     n = len(qpos)
     every = max(1, int(round(PATH_SAMPLE_S / dt)))
@@ -85,25 +132,12 @@ def _trajectory_row(g: Any, split: str) -> dict[str, Any]:
     return row
 
 
-def summary_table(path: str | Path, trajectories: pd.DataFrame | None = None) -> pd.DataFrame:
+def summary_table(path: str | Path, scanned: Scan | None = None) -> pd.DataFrame:
     """Dataset-wide figures as rows (quantity, value, unit): the original analyze_dataset's."""
     path = Path(path)
-    if trajectories is None:
-        trajectories = trajectory_table(path)
+    sc = scan(path) if scanned is None else scanned
+    trajectories, root = sc.trajectories, sc.root
     rows: list[tuple[str, float, str]] = []
-    with dataset.open_file(path) as f:
-        root = dict(f.attrs)
-        state_sum = np.zeros(STATE_DIM)
-        state_sq = np.zeros(STATE_DIM)
-        action_sum = np.zeros(ACTION_DIM)
-        action_sq = np.zeros(ACTION_DIM)
-        for name in dataset.trajectory_names(f):
-            s = dataset.time_series(f[name], "states").astype(np.float64)
-            u = f[name]["actions"][()].astype(np.float64)
-            state_sum += s.sum(axis=0)
-            state_sq += np.square(s).sum(axis=0)
-            action_sum += u.sum(axis=0)
-            action_sq += np.square(u).sum(axis=0)
     steps = int(trajectories["num_timesteps"].sum())
     size = path.stat().st_size
     d = trajectories["duration_s"]
@@ -130,8 +164,8 @@ def summary_table(path: str | Path, trajectories: pd.DataFrame | None = None) ->
         ("dt", float(root["dt"]), "s"),
         ("cmd_duration", float(root["cmd_duration"]), "s"),
     ]
-    rows += _channel_rows("state", STATE_NAMES, state_sum, state_sq, steps)
-    rows += _channel_rows("action", JOINT_NAMES, action_sum, action_sq, steps)
+    rows += _channel_rows("state", STATE_NAMES, sc.state_sum, sc.state_sq, steps)
+    rows += _channel_rows("action", JOINT_NAMES, sc.action_sum, sc.action_sq, steps)
     return pd.DataFrame(rows, columns=["quantity", "value", "unit"])
 
 
@@ -149,18 +183,19 @@ def write_stats(path: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Write TABLES (CSV and HTML) and plots/<name>.png (PLOTS) into `out_dir`."""
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    traj = trajectory_table(path)
-    summary = summary_table(path, traj)
+    sc = scan(path)
+    traj = sc.trajectories
+    summary = summary_table(path, sc)
     files = {name: out_dir / name for name in TABLES}
     traj.to_csv(files["trajectories.csv"])
     summary.to_csv(files["summary.csv"], index=False)
     files["trajectories.html"].write_text(html_page(traj, "Trajectories of the dataset"))
     files["summary.html"].write_text(html_page(summary, "Dataset summary", index=False))
-    files.update(write_plots(path, traj, out_dir / "plots"))
+    files.update(write_plots(sc, out_dir / "plots"))
     return files
 
 
-def write_plots(path: str | Path, traj: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+def write_plots(sc: Scan, out_dir: Path) -> dict[str, Path]:
     """The report's dataset plots: top-view paths, command mix, durations, torque distributions."""
     import matplotlib
 
@@ -168,10 +203,7 @@ def write_plots(path: str | Path, traj: pd.DataFrame, out_dir: Path) -> dict[str
     import matplotlib.pyplot as plt
 
     files = {name: out_dir / f"{name}.png" for name in PLOTS}
-    with dataset.open_file(path) as f:
-        names = dataset.trajectory_names(f)
-        paths = [f[n]["qpos"][::50, 0:2] for n in names[:200]]
-        torques = np.concatenate([np.abs(f[n]["actions"][::10]) for n in names])
+    traj, paths = sc.trajectories, sc.paths
 
     fig, ax = plt.subplots(figsize=(6, 6))
     for xy in paths:
@@ -195,11 +227,31 @@ def write_plots(path: str | Path, traj: pd.DataFrame, out_dir: Path) -> dict[str
     _save(fig, files["durations"])
 
     fig, ax = plt.subplots(figsize=(9, 4))
-    ax.boxplot([torques[:, j] for j in range(ACTION_DIM)], showfliers=False)
+    ax.bxp([box_stats(h) for h in sc.torque_hist], showfliers=False)
     ax.set_xticks(range(1, ACTION_DIM + 1), JOINT_NAMES, rotation=60)
-    ax.set(ylabel="|torque| (N m)", title="Joint torque distribution (every 10th step)")
+    ax.set(ylabel="|torque| (N m)", title="Joint torque distribution (all steps)")
     _save(fig, files["torques"])
     return files
+
+
+def box_stats(hist: np.ndarray, whis: float = 1.5) -> dict[str, float]:
+    """Box-plot figures (matplotlib's `bxp` keys) of the values binned in `hist` (TORQUE_BIN
+    bins from 0): quartiles at bin centres (within a bin of the data's), whiskers at the furthest
+    bins within `whis` IQR (within 3 bins: their limits carry the quartiles' rounding)."""
+    centres = (np.arange(len(hist)) + 0.5) * TORQUE_BIN
+    cum = np.cumsum(hist)
+    n = cum[-1]
+
+    def quantile(q: float) -> float:
+        return float(centres[np.searchsorted(cum, q * n)])
+
+    q1, med, q3 = quantile(0.25), quantile(0.5), quantile(0.75)
+    filled = centres[hist > 0]
+    low, high = q1 - whis * (q3 - q1), q3 + whis * (q3 - q1)
+    half = TORQUE_BIN / 2  # a bin may hold values on both sides of a whisker's limit
+    lo = max(float(filled[filled + half >= low].min()), low)
+    hi = min(float(filled[filled - half <= high].max()), high)
+    return {"med": med, "q1": q1, "q3": q3, "whislo": lo, "whishi": hi}
 
 
 def _save(fig: Any, out: Path) -> None:
