@@ -80,7 +80,8 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | P
                     if layout == "link":
                         g = dataset.link_trajectory(src[name], dst, new, _relative(path, out))
                     else:
-                        src.copy(src[name], dst, name=new)
+                        # expand_external: a shard whose data are links is copied whole
+                        src.copy(src[name], dst, name=new, expand_external=True)
                         g = dst[new]
                     g.attrs[SOURCE_SHARD] = g.attrs["shard"]
                     g.attrs[SOURCE_ID] = g.attrs["trajectory_id"]
