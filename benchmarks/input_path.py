@@ -155,7 +155,10 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=None, help="where the tiled arrays go")
     p.add_argument("--train-batches", type=int, default=300)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--cpu-threads", type=int, default=TrainConfig().threads,
+                   help="torch threads of the CPU training rows (default: train.threads' default)")
     a = p.parse_args()
+    torch.set_num_threads(a.cpu_threads)
     gpu = torch.device("cuda") if torch.cuda.is_available() else None
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
         x, y = tiled(a.samples, a.rows, Path(tmp))

@@ -19,12 +19,14 @@ resident pages, including the memory-mapped sample files the OS page cache holds
 process's own memory, RssAnon sampled every 20 ms: what grows if a stage holds data in memory).
 Then a projection for 5,000 trajectories on a cluster, from the largest size's per-trajectory
 figures: generation from the shards' mean steps per trajectory at --sim-steps-per-core-s (the
-simulation benchmark's figure, benchmarks/README.md) over --array-tasks x --cores-per-task cores;
-100 epochs on 2 CPU threads from the measured epoch, and on a GPU at --gpu-samples-per-s
-(benchmarks/input_path.py's figures on an H200 at the recipe's batch 256 and at batch 4096).
+simulation benchmark's figure, benchmarks/README.md) over --array-tasks x --cores-per-task
+cores; 100 epochs on the CPU from the measured epoch (one torch thread, train.threads' default)
+and on a GPU at --gpu-samples-per-s (benchmarks/input_path.py's figures on an H200, at the
+recipe's batch 256 and at batch 4096).
 
 The last line gives, per stage, the per-trajectory wall time at the largest size over that at
-the smallest, then each stage's peak anonymous memory in MB at the largest size.
+the smallest (the line above it: the same for CPU time, which a busy machine disturbs less),
+then each stage's peak anonymous memory in MB at the largest size.
 `--from-json FILE` prints the tables again from a saved run.
 """
 
@@ -171,7 +173,7 @@ def projection(results: dict[int, dict], shards: dict[str, float], a: argparse.N
         ("stats", f"{n * per['stats'] / 60:.1f} min", f"peak {r['stats']['anon_mb']:.0f} MB"),
         ("prepare", f"{n * per['prepare'] / 60:.1f} min",
          f"samples {r['prepare']['bytes'] / big * n / 1e9:.2f} GB ({samples / 1e6:.1f} M)"),
-        ("100 epochs, 2 CPU threads", f"{100 * n * per['epoch'] / 3600:.1f} h",
+        ("100 epochs, CPU (train.threads 1)", f"{100 * n * per['epoch'] / 3600:.1f} h",
          f"peak {r['epoch']['anon_mb']:.0f} MB + page cache"),
     ]
     for rate, label in zip(a.gpu_samples_per_s, ("batch 256", "batch 4096"), strict=False):
@@ -205,6 +207,10 @@ def report(results: dict[int, dict], shards: dict[str, float], a: argparse.Names
     ratio = {s: (results[big][s]["wall_s"] / big) / (results[small][s]["wall_s"] / small)
              for s in stages}
     names = {"merge_copy": "merge-copy"}
+    cpu = {s: (results[big][s]["cpu_s"] / big) / (results[small][s]["cpu_s"] / small)
+           for s in stages}
+    print("CPU time per trajectory, largest over smallest size: "
+          + " ".join(f"{names.get(s, s)} {cpu[s]:.2f}x" for s in stages))
     print("scale: " + " ".join(f"{names.get(s, s)} {ratio[s]:.2f}x" for s in stages)
           + "; peak MB " + " ".join(f"{names.get(s, s)} {results[big][s]['anon_mb']:.0f}"
                                     for s in stages))
