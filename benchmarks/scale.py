@@ -1,8 +1,8 @@
 """Benchmark: what every stage after generation costs per trajectory at 160, 1,280 and 5,120.
 
-Usage: python benchmarks/scale.py --shards DIR [--sizes 160,1280,5120] [--work DIR] [--no-copy]
+Usage: python benchmarks/scale.py [--shards DIR] [--sizes 160,1280,5120] [--work DIR] [--no-copy]
 
-DIR holds real generated shards (e.g. results/shards of the default run: 4 x 40 trajectories).
+DIR holds real generated shards (default results/shards, the default run's: 4 x 40 trajectories).
 For N trajectories the benchmark writes N/40 shard files numbered 0, 1, ...; shard k holds the 40
 trajectories of real shard k mod 4, its time series HDF5 external links to that shard's (each
 real shard is so used N/160 times, and read from the page cache after the first: the only thing
@@ -218,7 +218,8 @@ def report(results: dict[int, dict], shards: dict[str, float], a: argparse.Names
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shards", type=Path, help="folder of real shard_*.h5 files")
+    p.add_argument("--shards", type=Path, default=Path("results/shards"),
+                   help="folder of real shard_*.h5 files (default: the default run's)")
     p.add_argument("--from-json", type=Path, help="print the tables of a saved run")
     p.add_argument("--sim-steps-per-core-s", type=float, default=14_500)
     p.add_argument("--array-tasks", type=int, default=50)
@@ -236,7 +237,8 @@ def main() -> None:
         return
     real = sorted(a.shards.glob("shard_*.h5")) if a.shards else []
     if not real:
-        sys.exit(f"no shard_*.h5 in {a.shards}; give --shards, e.g. results/shards of a run")
+        sys.exit(f"no shard_*.h5 in {a.shards}: run the workflow first (snakemake --cores all "
+                 "merge) or give --shards")
     results = {}
     for n in (int(s) for s in a.sizes.split(",")):
         results[n] = run_size(real, n, a.work, not a.no_copy)
