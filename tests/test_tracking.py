@@ -97,9 +97,10 @@ def test_wandb_offline_run_without_network(tiny_shard, tmp_path, monkeypatch) ->
     runs = sorted((out / "wandb").glob("offline-run-*"))
     assert runs, "no offline wandb run written"
     (record,) = list(runs[0].glob("run-*.wandb"))
-    losses, config = [], None
+    losses, config, kinds = [], None, []
     for rec in _wandb_records(record):
         kind = rec.WhichOneof("record_type")
+        kinds.append(kind)
         if kind == "history":
             items = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
                      for i in rec.history.item}
@@ -109,7 +110,7 @@ def test_wandb_offline_run_without_network(tiny_shard, tmp_path, monkeypatch) ->
             config = {i.key: json.loads(i.value_json) for i in rec.run.config.update}
     with (out / "history.csv").open() as fh:
         history = list(csv.DictReader(fh))
-    assert [s for s, _ in losses] == [1, 2]
+    assert [s for s, _ in losses] == [1, 2], (record.stat().st_size, kinds)
     assert [v for _, v in losses] == pytest.approx([float(r["train_loss"]) for r in history])
     assert config is not None and config["train"]["logger"] == "wandb"
 

@@ -124,7 +124,13 @@ class Tracker:
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
+            import wandb
+
             self._wandb.finish()
+            # finish() returns before wandb's service has written the run's records to disk
+            # (seen: a 7-byte .wandb file for ~1 s under load); shutting the service down waits
+            # for it, so the run is complete when training returns or the job exits.
+            wandb.teardown()
         self._tb = self._wandb = None
 
 
