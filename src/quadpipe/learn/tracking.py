@@ -151,10 +151,9 @@ def log_evaluation(checkpoint: str | Path, metrics: dict[str, Any], prefix: str)
     The back end and step come from the checkpoint's stored train config, so the evaluation jobs
     need no logger settings of their own.
     """
-    import torch
+    from quadpipe.learn.policy import load_checkpoint
 
-    ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    tc = ckpt.get("train_config") or {}
+    tc = load_checkpoint(checkpoint)[2].get("train_config") or {}
     logger = tc.get("logger", "csv")
     if logger == "csv":
         return False
