@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,13 @@ from quadpipe.learn.train import TrainConfig, train
 # One behaviour-cloning epoch and one short DAgger round: every kind of figure, in seconds.
 TINY = dict(epochs=2, sample_stride=10, hidden=(16, 16), horizon=200, waypoint_every=40,
             dagger_rounds=1, dagger_episodes=2, dagger_seconds=0.3, dagger_epochs=1)
+
+
+def tiny_policy_csv(shard: Path, tmp_path: Path) -> Path:
+    train(shard, tmp_path / "csv", TrainConfig(**{**TINY, "dagger_rounds": 0, "epochs": 1}),
+          progress=False)
+    assert not (tmp_path / "csv" / "tensorboard").exists()
+    return tmp_path / "csv" / "best.pt"
 
 
 def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -81,11 +90,19 @@ def test_tensorboard_gets_config_losses_rounds_and_eval(tiny_shard, tmp_path) ->
     acc.Reload()
     text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert json.loads(text.strip("`\n"))["train"]["dagger_rounds"] == 1
-    # an evaluation job appends to the same run, at the last epoch
-    assert tracking.log_evaluation(out / "best.pt", {"mean_tracking_error_m": 0.25,
-                                                     "fell": False}, "eval/circle")
+    # an evaluation job (the evaluate verb) appends to the same run, at the last epoch
+    (tmp_path / "eval.yaml").write_text("expert: {cmd_duration: 0.4}\neval: {duration: 0.3}\n")
+    r = subprocess.run([sys.executable, "-m", "quadpipe", "evaluate", "--checkpoint",
+                        str(out / "best.pt"), "--path", "circle", "--out",
+                        str(tmp_path / "circle.json"), "--config", str(tmp_path / "eval.yaml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "circle.json").read_text())["seeds"][0]
     scalars = _scalars(out / "tensorboard")
-    assert scalars["eval/circle/mean_tracking_error_m"] == [(3, 0.25)]
+    assert scalars["eval/circle/mean_tracking_error_m"] == [
+        (3, pytest.approx(got["mean_tracking_error_m"], rel=1e-6))]
+    # a checkpoint trained with the csv logger adds nothing anywhere
+    assert not tracking.log_evaluation(tiny_policy_csv(tiny_shard, tmp_path), {"x": 1.0}, "e")
 
 
 def test_wandb_offline_run_without_network(tiny_shard, tmp_path, monkeypatch) -> None:
