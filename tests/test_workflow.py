@@ -388,3 +388,17 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = block.group(1).strip()
     ci_lines = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
     assert ci_lines[-1] == command
+
+
+@pytest.mark.slow
+def test_export_targets_write_next_to_best_pt_and_rerun_nothing_else(finished):
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    pytest.importorskip("pyarrow", reason="the export extra is not installed")
+    snakemake(finished, "--configfile", str(TEST_CONFIG), "--cores", "1", "export_policy",
+              "export_dataset")
+    for rel in ("results/train/best.onnx", "results/train/best.torchscript.pt",
+                "results/export/robomimic.hdf5", "results/export/lerobot/meta/info.json"):
+        assert (finished / rel).stat().st_size > 0, rel
+    info = json.loads((finished / "results/export/lerobot/meta/info.json").read_text())
+    assert info["fps"] == 50 and info["total_episodes"] == 6  # export.every: 20 -> 50 Hz
+    assert planned(finished) == {}  # the exports are not part of `all`

@@ -35,6 +35,9 @@ DATASET = "results/dataset/dataset.h5"
 SUMMARY = "results/dataset/summary.h5"
 PLOTS = ["paths", "commands", "durations", "torques"]
 CHECKPOINT = "results/train/best.pt"
+# the default policy for other runtimes (rule export_policy), next to best.pt
+POLICY_ONNX = "results/train/best.onnx"
+POLICY_TORCHSCRIPT = "results/train/best.torchscript.pt"
 SAMPLES = "results/train/samples/meta.json"
 # the train keys that shape the prepared samples (quadpipe.learn.train.prepare)
 SAMPLE_KEYS = {"horizon", "waypoint_every", "sample_stride", "gait_clock", "path_frame"}

@@ -65,9 +65,18 @@ def _evaluate(args: argparse.Namespace) -> None:
     spec = _path_spec(args.path, cfg, ev.radius)
     r = evaluate_path(args.checkpoint, spec, ev, expert, args.seeds, args.out, args.plot,
                       args.threads)
+    for s in r["seeds"]:  # into each seed's training run, where train.logger asks for it
+        _track(s["checkpoint"], s, f"eval/{spec.name}")
     row = {s["seed"]: {m: s[m] for m in ("mean_tracking_error_m", "fell")} for s in r["seeds"]}
     print(f"{spec.name}: expert {r['expert']['mean_tracking_error_m']:.3f} m, policy "
           f"{json.dumps(row)}")
+
+
+def _track(checkpoint: str, metrics: dict, prefix: str) -> None:
+    """Evaluation metrics of one checkpoint into its training run (learn.tracking)."""
+    from quadpipe.learn.tracking import log_evaluation
+
+    log_evaluation(checkpoint, metrics, prefix)
 
 
 def _render_args(p: argparse.ArgumentParser) -> None:
@@ -110,6 +119,8 @@ def _suite(args: argparse.Namespace) -> None:
     seeds = args.seeds if args.seeds is not None else list(range(len(args.checkpoint)))
     r = run_condition(args.checkpoint, seeds, args.condition, suite,
                       from_mapping(ExpertConfig, cfg.get("expert"), "expert"), args.out)
+    for ckpt, s in zip(r["checkpoints"], r["policy"]["per_seed"], strict=True):
+        _track(ckpt, s, f"suite/{args.condition}")
     pol, exp = r["policy"]["pooled"], r["expert"]
     print(f"{args.condition}: success policy {pol['successes']}/{pol['n']}, expert "
           f"{exp['successes']}/{exp['n']}; median error ratio {r['ratio']['median']}")

@@ -90,7 +90,8 @@ def _register_optional_verbs() -> None:
     """Verbs of the later stages live in their own modules; import them to register."""
     import importlib
 
-    for module in ("quadpipe.cli.data", "quadpipe.cli.learn", "quadpipe.cli.evaluation"):
+    for module in ("quadpipe.cli.data", "quadpipe.cli.learn", "quadpipe.cli.evaluation",
+                   "quadpipe.cli.export"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

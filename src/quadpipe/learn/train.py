@@ -32,6 +32,7 @@ import torch
 from quadpipe.config import ExpertConfig, expert_from_json
 from quadpipe.data import dataset
 from quadpipe.errors import ConfigError, DatasetError
+from quadpipe.learn import tracking
 from quadpipe.learn.batches import Batches
 from quadpipe.learn.policy import Policy, save_checkpoint
 from quadpipe.learn.samples import ObsConfig, trajectory_phase, trajectory_samples
@@ -73,6 +74,9 @@ class TrainConfig:
     path_frame: str = "heading"  # "heading" (robot-centred) or "world" (the original's inputs)
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+    logger: str = "csv"  # csv (history.csv only), tensorboard or wandb (learn.tracking)
+    wandb_mode: str = "offline"  # offline (no network), online or disabled
+    wandb_project: str = "quadpipe"
 
     def __post_init__(self) -> None:
         if min(self.noise_q, self.noise_qd, self.noise_base) < 0:
@@ -90,6 +94,7 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        tracking.check(self.logger, self.wandb_mode)
 
     @property
     def obs(self) -> ObsConfig:
@@ -319,6 +324,8 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     dag: dict[str, float] = {"dagger_samples": 0, "dagger_fall_fraction": math.nan,
                              "dagger_torque_rmse": math.nan}
     log.info("training on %d samples (%d valid), device %s", len(xt), len(xv), device)
+    tracker = tracking.for_training(cfg, out, {"train": dataclasses.asdict(cfg), "dataset": str(
+        dataset_path), "obs_dim": cfg.obs.dim, "train_samples": len(xt), "valid_samples": len(xv)})
     # The round of each epoch: behaviour cloning (0), then dagger_epochs per DAgger round.
     rounds = [0] * cfg.epochs + [r for r in range(1, cfg.dagger_rounds + 1)
                                  for _ in range(cfg.dagger_epochs)]
@@ -330,6 +337,7 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
             sources.append((x_new, y_new))
             batches = None  # the input path of the grown sample set
             dag = {"dagger_samples": sum(len(x) for x, _ in sources[1:]), **stats}
+            tracker.log_round(rnd, epoch, dag)
             policy.to(device)
         lr = cfg.lr * (0.1 if 0 < cfg.lr_decay_epoch <= epoch else 1.0)
         for group in opt.param_groups:
@@ -344,6 +352,7 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
         row = {"epoch": epoch, "round": rnd, "lr": lr, "train_loss": train_loss,
                "valid_loss": vloss, "seconds": seconds, "samples_per_s": seen / seconds, **dag}
         history.append(row)
+        tracker.log_epoch(row)
         log.info("epoch %d (round %d): train %.4f valid %.4f (%.0f samples/s)", epoch, rnd,
                  row["train_loss"], vloss, row["samples_per_s"])
         # best.pt comes from the last round: earlier policies never saw their own states.
@@ -357,6 +366,7 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
         _write_history(out / "history.csv", history)
     save_checkpoint(out / "last.pt", policy.cpu(), cfg.obs, cfg, extra)
     plot_history(history, out / "loss.png")
+    tracker.close()
     return {"best_epoch": best[1], "best_valid_loss": best[0], "history": history,
             "train_samples": len(xt), "valid_samples": len(xv),
             "dagger_samples": int(dag["dagger_samples"]),
