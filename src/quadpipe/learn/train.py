@@ -506,11 +506,6 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
                    "valid_loss": vloss, "seconds": seconds, "samples_per_s": seen / seconds,
                    **dag}
             history.append(row)
-            log.info("epoch %d (round %d): train %.4f valid %.4f (%.0f samples/s)", epoch, rnd,
-                     row["train_loss"], vloss, row["samples_per_s"])
-            if hasattr(epochs, "set_postfix"):
-                epochs.set_postfix(loss=f"{row['train_loss']:.4f}",
-                                   samples_s=f"{row['samples_per_s']:.0f}")
             # the stage's best epoch; best.pt is the last stage's (earlier policies never saw
             # their own states)
             score = vloss if not math.isnan(vloss) else row["train_loss"]
@@ -524,6 +519,12 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
                      "history": history, "stage_epoch": k + 1, "best": best, "last": extra}
             _save_state(resume, _snapshot(state, fp, rnd, cfg, meta, dag, policy, opt, rng,
                                           noise))
+            # logged once its checkpoint is written: a kill after this line loses no epoch
+            log.info("epoch %d (round %d): train %.4f valid %.4f (%.0f samples/s)", epoch, rnd,
+                     row["train_loss"], vloss, row["samples_per_s"])
+            if hasattr(epochs, "set_postfix"):
+                epochs.set_postfix(loss=f"{row['train_loss']:.4f}",
+                                   samples_s=f"{row['samples_per_s']:.0f}")
     final = _snapshot(state, fp, rnd, cfg, meta, dag, policy, opt, rng, noise)
     _save_state(out_file, final)
     shutil.rmtree(resume.parent, ignore_errors=True)
