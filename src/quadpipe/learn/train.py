@@ -474,7 +474,7 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
         log.info("round %d: training on %d samples (%d valid, %d from DAgger), device %s", rnd,
                  len(xt) + dag["dagger_samples"], len(xv), dag["dagger_samples"], device)
     epochs = _progress(range(state["stage_epoch"], n_epochs), progress, f"round {rnd}",
-                       unit="epoch", initial=state["stage_epoch"], total=n_epochs)
+                       unit="epoch", initial=state["stage_epoch"], total=n_epochs, leave=True)
     with _log_to_bar(epochs):
         for k in epochs:
             epoch = state["epoch"] + 1
