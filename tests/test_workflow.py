@@ -8,6 +8,7 @@ which jobs a config change would plan, and compare the exact set.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shutil
@@ -432,3 +433,13 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = block.group(1).strip()
     ci_lines = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
     assert ci_lines[-1] == command
+
+
+def test_the_workflow_leaves_out_exactly_the_keys_a_stage_does_not_read():
+    """common.smk keeps its own copy of learn.train.DAGGER_KEYS (the Snakefile imports no torch)."""
+    from quadpipe.learn.train import DAGGER_KEYS, TrainConfig
+
+    text = (ROOT / "workflow/rules/common.smk").read_text()
+    block = re.search(r"^DAGGER_KEYS = \{(.*?)\}", text, flags=re.S | re.M).group(1)
+    assert set(re.findall(r'"(\w+)"', block)) == DAGGER_KEYS
+    assert {f.name for f in dataclasses.fields(TrainConfig)} >= DAGGER_KEYS
