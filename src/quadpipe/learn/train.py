@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -427,7 +428,7 @@ def _load_dagger(paths: list[Path], cfg: TrainConfig, rnd: int
 
 def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str | Path,
                 cfg: TrainConfig, rnd: int, previous: str | Path | None = None,
-                dagger_parts: list[str | Path] = (), progress: bool | None = None
+                dagger_parts: Sequence[str | Path] = (), progress: bool | None = None
                 ) -> dict[str, Any]:
     """Run training stage `rnd` (0: behaviour cloning, r: DAgger round r's epochs); write its
     state file `out_file` and return that state.
