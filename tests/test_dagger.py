@@ -48,7 +48,7 @@ def test_random_path_is_arc_length_sampled_with_bounded_corners() -> None:
 
 def _collect(policy: Policy, share: float, seed: int = 0) -> dagger.Collected:
     return dagger.collect(policy, OBS, ExpertConfig(), episodes=3, seconds=0.3, stride=10,
-                          expert_share=share, rng=np.random.default_rng(seed), threads=2)
+                          expert_share=share, seed=seed, rnd=1, threads=2)
 
 
 def test_expert_driven_episodes_walk_and_repeat_exactly() -> None:

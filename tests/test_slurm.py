@@ -9,6 +9,8 @@ cluster. What the tests rely on, and check:
   dataset and attribute for attribute, the one a local run (`--cores 2`) makes;
 - a shard job cancelled mid-run (`scancel`) is resubmitted by the profile's `retries` and resumes
   from its journal: same dataset;
+- a training stage cancelled mid-epoch is resubmitted and resumes from its last epoch's
+  checkpoint (its log says from which epoch), ending with the weights of a local run;
 - a job cancelled on every attempt stops the workflow with an error naming its rule, and the next
   run continues the shard from the journal the cancelled attempts left.
 
@@ -40,6 +42,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers import file_contents
 
@@ -68,6 +71,14 @@ FAULT_CONFIG = {
 DAG_CONFIG = {"eval": {"video": False}}
 SHARD_0 = "rule_generate_shard_wildcards_0"  # the plugin's --comment for shard 0's job
 RESUMED = re.compile(r"resuming \S+ from its journal: (\d+) attempts")
+# One behaviour-cloning stage long enough to cancel mid-run (~1 s per epoch on one core), on the
+# FAULT_CONFIG dataset; its state file is the target.
+STAGE_CONFIG = {**FAULT_CONFIG, "train": {"seeds": [0], "epochs": 10, "batch_size": 32,
+                                          "sample_stride": 2, "hidden": [64, 64, 64]}}
+STAGE = "results/train/seed_0/stages/round_0.pt"
+STAGE_RESUME = STAGE + ".partial/resume.pt"
+STAGE_LOG = "results/logs/train/seed_0/round_0.log"
+STAGE_RESUMED = re.compile(r"resuming round 0 after epoch (\d+)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,14 +347,14 @@ def test_the_whole_dag_runs_on_the_partitions_of_the_profile(slurm_cluster, loca
     planned = Counter(re.findall(r"^rule (\w+):$", text, flags=re.M))
     submitted = run.submitted()
     assert Counter(submitted.values()) == planned, run.tail()
-    assert {"generate_shard", "merge", "train", "evaluate"} <= set(planned)
+    assert {"generate_shard", "merge", "train_stage", "dagger_collect", "evaluate"} <= set(planned)
 
     # ... and is in the accounting, finished, under the same rule, on the profile's partition.
     jobs = run.jobs()
     assert {j.jobid: j.rule for j in jobs} == submitted
     for job in jobs:
         assert job.state == "COMPLETED", job
-        assert job.partition == ("gpu" if job.rule == "train" else "cpu"), job
+        assert job.partition == ("gpu" if job.rule == "train_stage" else "cpu"), job
         assert job.attempt == 1, job
 
     assert (workdir / "report.html").stat().st_size > 0
@@ -363,6 +374,54 @@ def test_a_cancelled_shard_job_is_resubmitted_and_resumes(slurm_cluster, local_f
     assert resumed_from(workdir) >= cancelled_at >= 2
     assert not (workdir / JOURNAL).parent.exists()  # removed once the shard is written
     assert file_contents(workdir / DATASET) == local_fault
+
+
+def stage_epochs_done(workdir: Path) -> int:
+    """Epochs of the stage's resume checkpoint, per the stage's log (0 before the first)."""
+    try:
+        return len(re.findall(r"^.* epoch \d+ \(round 0\)", (workdir / STAGE_LOG).read_text(),
+                              flags=re.M))
+    except FileNotFoundError:
+        return 0
+
+
+def test_a_cancelled_training_stage_is_resubmitted_and_resumes(slurm_cluster, tmp_path):
+    from quadpipe.learn.train import load_state
+
+    local = copy_workflow(tmp_path / "local", STAGE_CONFIG)
+    with snakemake(local, STAGE, "--cores", "2", *configfiles(local)) as run:
+        assert run.wait(300) == 0, run.tail()
+
+    workdir = copy_workflow(tmp_path / "wf", STAGE_CONFIG)
+    with slurm(workdir, STAGE) as run:
+        end = time.monotonic() + 240
+        jobid = None
+        while jobid is None:  # the stage's job, running
+            assert run.running() and time.monotonic() < end, run.tail()
+            jobid = next((j for j, state, comment, wd in squeue("-t", "R")
+                          if comment.startswith("rule_train_stage_") and Path(wd) == workdir),
+                         None)
+            time.sleep(0.2)
+        while not (workdir / STAGE_RESUME).exists() or stage_epochs_done(workdir) < 2:
+            assert time.monotonic() < end, f"stage job {jobid} made no progress: {run.tail()}"
+            assert not (workdir / STAGE).exists(), \
+                "the stage finished before it could be cancelled: make STAGE_CONFIG longer"
+            time.sleep(0.1)
+        subprocess.run(["scancel", jobid], check=True, timeout=30)
+        cancelled_at = stage_epochs_done(workdir)
+        assert run.wait(300) == 0, run.tail()
+
+    stage_jobs = [j for j in run.jobs() if j.rule == "train_stage"]
+    assert [(j.attempt, j.state) for j in stage_jobs] == [(1, "CANCELLED"), (2, "COMPLETED")]
+    assert all(j.partition == "gpu" for j in stage_jobs)
+    m = STAGE_RESUMED.search((workdir / STAGE_LOG).read_text())
+    assert m, (workdir / STAGE_LOG).read_text()[-2000:]
+    assert int(m.group(1)) >= cancelled_at >= 2  # went on from its checkpoint, not from epoch 1
+    assert not (workdir / STAGE_RESUME).parent.exists()
+    ours, reference = load_state(workdir / STAGE), load_state(local / STAGE)
+    assert ours["epoch"] == reference["epoch"] == 10
+    for name, value in reference["model"].items():
+        assert torch.equal(ours["model"][name], value), name
 
 
 def test_a_job_failing_every_attempt_stops_the_run_and_the_next_run_resumes(

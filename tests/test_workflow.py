@@ -8,6 +8,7 @@ which jobs a config change would plan, and compare the exact set.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shutil
@@ -29,7 +30,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 AFTER_REPORT = {"eval_report", "report", "all"}
 AFTER_EVAL = {"evaluate", "eval_video", "eval_videos"} | AFTER_REPORT
 AFTER_TRAIN = {"default_policy", "suite"} | AFTER_EVAL
-AFTER_MERGE = {"stats", "replay", "replay_videos", "prepare", "train"} | AFTER_TRAIN
+TRAINING = {"train_stage", "dagger_collect", "policy"}  # the test config has one DAgger round
+AFTER_MERGE = {"stats", "replay", "replay_videos", "prepare"} | TRAINING | AFTER_TRAIN
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -110,13 +112,16 @@ def test_nothing_to_do_after_a_finished_run(finished):
 @pytest.mark.slow
 def test_a_training_parameter_reruns_train_eval_and_report_only(finished):
     jobs = planned(finished, {"train": {"epochs": 3}})
-    assert set(jobs) == {"train"} | AFTER_TRAIN
-    assert len(jobs["train"]) == 2 and len(jobs["evaluate"]) == 2 and len(jobs["suite"]) == 3
+    assert set(jobs) == TRAINING | AFTER_TRAIN
+    assert len(jobs["policy"]) == 2 and len(jobs["evaluate"]) == 2 and len(jobs["suite"]) == 3
+    # both seeds' stages (behaviour cloning, DAgger round 1) and collections (2 jobs each)
+    assert len(jobs["train_stage"]) == 4 and len(jobs["dagger_collect"]) == 4
 
 
 @pytest.mark.slow
 def test_an_observation_parameter_also_reprepares_the_samples(finished):
-    assert set(planned(finished, {"train": {"horizon": 400}})) == {"prepare", "train"} | AFTER_TRAIN
+    assert set(planned(finished, {"train": {"horizon": 400}})) == {"prepare"} | TRAINING | \
+        AFTER_TRAIN
 
 
 @pytest.mark.slow
@@ -144,8 +149,48 @@ def test_a_new_path_evaluates_only_itself(finished):
 @pytest.mark.slow
 def test_a_new_seed_trains_only_itself(finished):
     jobs = planned(finished, {"train": {"seeds": [0, 1, 2]}})
-    assert jobs["train"] == ["results/train/seed_2/best.pt"]
-    assert set(jobs) == {"train", "evaluate", "suite"} | AFTER_REPORT
+    assert jobs["policy"] == ["results/train/seed_2/best.pt"]
+    assert all("seed_2/" in out for rule in TRAINING for out in jobs[rule])
+    assert set(jobs) == TRAINING | {"evaluate", "suite"} | AFTER_REPORT
+
+
+@pytest.mark.slow
+def test_the_dagger_rounds_and_their_collection_jobs_are_planned(finished):
+    """Two rounds in three collection jobs each: round 1 is collected again (its parts are new
+    files) and retrained, round 2 is new; behaviour cloning (round 0) does not rerun."""
+    jobs = planned(finished, {"train": {"dagger_rounds": 2, "dagger_jobs": 3}})
+    assert sorted(jobs["dagger_collect"]) == sorted(
+        f"results/train/seed_{s}/dagger/round_{r}/part_{p}_of_3.npz"
+        for s in (0, 1) for r in (1, 2) for p in range(3))
+    assert sorted(jobs["train_stage"]) == sorted(
+        f"results/train/seed_{s}/stages/round_{r}.pt" for s in (0, 1) for r in (1, 2))
+    assert set(jobs) == TRAINING | AFTER_TRAIN
+
+
+@pytest.mark.slow
+def test_one_more_dagger_round_trains_only_that_round(finished):
+    jobs = planned(finished, {"train": {"dagger_rounds": 2}})
+    assert sorted(jobs["train_stage"]) == [f"results/train/seed_{s}/stages/round_2.pt"
+                                           for s in (0, 1)]
+    assert all("/round_2/" in out for out in jobs["dagger_collect"])
+
+
+@pytest.mark.slow
+def test_the_number_of_collection_jobs_reruns_no_behaviour_cloning(finished):
+    """dagger_jobs changes how round 1 is collected, not its samples: the collection and round 1's
+    stage rerun (and what follows, by file times), behaviour cloning and the samples do not."""
+    jobs = planned(finished, {"train": {"dagger_jobs": 1}})
+    assert sorted(jobs["dagger_collect"]) == [
+        f"results/train/seed_{s}/dagger/round_1/part_0_of_1.npz" for s in (0, 1)]
+    assert sorted(jobs["train_stage"]) == [f"results/train/seed_{s}/stages/round_1.pt"
+                                           for s in (0, 1)]
+    assert "prepare" not in jobs
+
+
+@pytest.mark.slow
+def test_an_eval_or_suite_key_reruns_no_training_job(finished):
+    for change in ({"eval": {"duration": 3.0}}, {"suite": {"episodes": 4}}):
+        assert not TRAINING & set(planned(finished, change)), change
 
 
 def test_a_bad_path_entry_fails_at_parse_time_naming_it(tmp_path):
@@ -178,7 +223,7 @@ def test_a_generation_parameter_regenerates_every_shard(finished, change):
 @pytest.mark.slow
 def test_thread_count_regenerates_nothing(finished):
     jobs = planned(finished, {"generate": {"threads": 1}})
-    assert not {"generate_shard", "merge", "train"} & set(jobs)
+    assert not ({"generate_shard", "merge"} | TRAINING) & set(jobs)
 
 
 @pytest.mark.slow
@@ -239,7 +284,7 @@ def test_the_schema_defaults_are_the_library_defaults():
 
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     # keys of the workflow, not of one job: the path list, the seed list (each job gets one seed)
-    workflow_only = {("eval", "paths"), ("train", "seeds")}
+    workflow_only = {("eval", "paths"), ("train", "seeds"), ("train", "dagger_jobs")}
     job_only = {("train", "seed")}
     for section, cls in [("expert", ExpertConfig), ("stability", StabilityConfig),
                          ("generate", GenerateConfig), ("train", TrainConfig),
@@ -402,3 +447,13 @@ def test_export_targets_write_next_to_best_pt_and_rerun_nothing_else(finished):
     info = json.loads((finished / "results/export/lerobot/meta/info.json").read_text())
     assert info["fps"] == 50 and info["total_episodes"] == 6  # export.every: 20 -> 50 Hz
     assert planned(finished) == {}  # the exports are not part of `all`
+
+
+def test_the_workflow_leaves_out_exactly_the_keys_a_stage_does_not_read():
+    """common.smk keeps its own copy of learn.train.DAGGER_KEYS (the Snakefile imports no torch)."""
+    from quadpipe.learn.train import DAGGER_KEYS, TrainConfig
+
+    text = (ROOT / "workflow/rules/common.smk").read_text()
+    block = re.search(r"^DAGGER_KEYS = \{(.*?)\}", text, flags=re.S | re.M).group(1)
+    assert set(re.findall(r'"(\w+)"', block)) == DAGGER_KEYS
+    assert {f.name for f in dataclasses.fields(TrainConfig)} >= DAGGER_KEYS

@@ -27,6 +27,9 @@ wildcard_constraints:
     traj=r"\d{5}",
     path="|".join(PATHS),
     seed=r"\d+",
+    round=r"\d+",
+    part=r"\d+",
+    parts=r"\d+",
     condition="|".join(CONDITIONS),
 
 
@@ -125,10 +128,70 @@ def samples_dir(wildcards, input):
     return os.path.dirname(input.samples)
 
 
-def train_settings(wildcards):
-    """The train section for one seed's job: `seeds` replaced by that seed."""
-    train = {k: v for k, v in config["train"].items() if k != "seeds"}
+def train_settings(wildcards, drop=()):
+    """The train section for one seed's job: `seeds` replaced by that seed; without the
+    workflow's `dagger_jobs` (how collection is split does not change any result)."""
+    skip = {"seeds", "dagger_jobs", *drop}
+    train = {k: v for k, v in config["train"].items() if k not in skip}
     return json.dumps({"train": {**train, "seed": int(wildcards.seed)}}, sort_keys=True)
+
+
+# train keys a stage of round r does not read (quadpipe.learn.train.stage_keys): behaviour
+# cloning no DAgger key, no stage `dagger_rounds`, so adding a round reruns only the new round
+DAGGER_KEYS = {
+    "dagger_rounds",
+    "dagger_episodes",
+    "dagger_seconds",
+    "dagger_stride",
+    "dagger_epochs",
+    "dagger_expert_share",
+}
+
+
+def stage_settings(wildcards):
+    """The train settings of one stage or collection job of round `wildcards.round`."""
+    rnd = int(wildcards.round)
+    return train_settings(wildcards, DAGGER_KEYS if rnd == 0 else {"dagger_rounds"})
+
+
+def stage_file(seed, rnd):
+    return f"{seed_dir(seed)}/stages/round_{rnd}.pt"
+
+
+def dagger_parts(seed, rnd):
+    """The part files of DAgger round `rnd` of `seed`: train.dagger_jobs of them."""
+    n = config["train"]["dagger_jobs"]
+    return [
+        f"{seed_dir(seed)}/dagger/round_{rnd}/part_{p}_of_{n}.npz" for p in range(n)
+    ]
+
+
+def stage_inputs(wildcards):
+    """A training stage's inputs: the dataset and samples, and for round r >= 1 the state of
+    round r - 1 and the DAgger parts of rounds 1..r."""
+    rnd = int(wildcards.round)
+    out = {"dataset": DATASET, "samples": SAMPLES, "dagger": []}
+    if rnd > 0:
+        out["previous"] = stage_file(wildcards.seed, rnd - 1)
+        out["dagger"] = [
+            f for r in range(1, rnd + 1) for f in dagger_parts(wildcards.seed, r)
+        ]
+    return out
+
+
+def previous_arg(wildcards, input):
+    """`--previous FILE` for a DAgger round's stage, nothing for behaviour cloning."""
+    return f"--previous {input.previous}" if "previous" in input.keys() else ""
+
+
+def previous_stage(wildcards):
+    """The stage whose policy collects DAgger round `wildcards.round`."""
+    return stage_file(wildcards.seed, int(wildcards.round) - 1)
+
+
+def last_stage(wildcards):
+    """The state file of a seed's last stage (round train.dagger_rounds)."""
+    return stage_file(wildcards.seed, config["train"]["dagger_rounds"])
 
 
 def path_entry(wildcards):

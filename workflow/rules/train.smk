@@ -1,5 +1,7 @@
-# The policy: training samples prepared once, then one training job per seed (behaviour cloning
-# then DAgger), and the first seed's policy as the default results/train/best.pt.
+# The policy: training samples prepared once; per seed a chain of training stages (behaviour
+# cloning = round 0, then each DAgger round: its collection split over train.dagger_jobs jobs, then
+# its epochs on all samples so far), the policy files from the last stage, and the first seed's
+# policy as the default results/train/best.pt. A stage killed mid-run resumes from its last epoch.
 
 
 rule prepare:
@@ -27,10 +29,62 @@ rule prepare:
         "> {log.out} 2>&1"
 
 
-rule train:
+rule train_stage:
+    input:
+        unpack(stage_inputs),
+    output:
+        "results/train/seed_{seed}/stages/round_{round}.pt",
+    log:
+        out="results/logs/train/seed_{seed}/round_{round}.log",
+        settings="results/logs/train/seed_{seed}/round_{round}.json",
+    benchmark:
+        "results/benchmarks/train/seed_{seed}/round_{round}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        settings=stage_settings,
+        samples=samples_dir,
+        previous=previous_arg,
+    shell:
+        "echo {params.settings:q} > {log.settings} && "
+        "OMP_NUM_THREADS={threads} python -m quadpipe train-stage --dataset {input.dataset} "
+        "--samples {params.samples} --round {wildcards.round} {params.previous} "
+        "--dagger {input.dagger} --out {output} --config {log.settings} > {log.out} 2>&1"
+
+
+rule dagger_collect:
     input:
         dataset=DATASET,
-        samples=SAMPLES,
+        policy=previous_stage,
+    output:
+        "results/train/seed_{seed}/dagger/round_{round}/part_{part}_of_{parts}.npz",
+    log:
+        out="results/logs/train/seed_{seed}/dagger_{round}_{part}_of_{parts}.log",
+        settings="results/logs/train/seed_{seed}/dagger_{round}_{part}_of_{parts}.json",
+    benchmark:
+        "results/benchmarks/train/seed_{seed}/dagger_{round}_{part}_of_{parts}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        settings=stage_settings,
+    shell:
+        "echo {params.settings:q} > {log.settings} && "
+        "OMP_NUM_THREADS={threads} python -m quadpipe collect --dataset {input.dataset} "
+        "--policy {input.policy} --round {wildcards.round} --part {wildcards.part} "
+        "--parts {wildcards.parts} --out {output} --config {log.settings} > {log.out} 2>&1"
+
+
+rule policy:
+    input:
+        last_stage,
     output:
         best="results/train/seed_{seed}/best.pt",
         last="results/train/seed_{seed}/last.pt",
@@ -49,21 +103,14 @@ rule train:
     log:
         out="results/logs/train/seed_{seed}.log",
         settings="results/logs/train/seed_{seed}.json",
-    benchmark:
-        "results/benchmarks/train/seed_{seed}.tsv"
     conda:
         CONDA_ENV
-    threads: config["train"]["threads"]
-    resources:
-        mem_mb=4000,
-        runtime=120,
     params:
         settings=train_settings,
-        samples=samples_dir,
+        dir=output_dir,
     shell:
         "echo {params.settings:q} > {log.settings} && "
-        "OMP_NUM_THREADS={threads} python -m quadpipe train --dataset {input.dataset} "
-        "--samples {params.samples} --out-dir results/train/seed_{wildcards.seed} "
+        "python -m quadpipe finish-training --stage {input} --out-dir {params.dir} "
         "--config {log.settings} > {log.out} 2>&1"
 
 

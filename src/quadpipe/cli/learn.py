@@ -1,4 +1,5 @@
-"""CLI verbs of the learning stage: prepare, train (thin shells over learn.train)."""
+"""CLI verbs of the learning stage: prepare, train, and the stages the workflow runs as jobs
+(train-stage, collect, finish-training); thin shells over learn.train."""
 
 from __future__ import annotations
 
@@ -45,3 +46,63 @@ def _train(args: argparse.Namespace) -> None:
     summary = train(args.dataset, args.out_dir, _train_config(args.config), args.samples)
     print(f"{args.out_dir}: best epoch {summary['best_epoch']}, valid loss "
           f"{summary['best_valid_loss']:.4f}, {summary['samples_per_s']:.0f} samples/s")
+
+
+def _stage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="merged dataset (or a shard) HDF5 file")
+    p.add_argument("--samples", required=True, help="prepared sample directory")
+    p.add_argument("--round", type=int, required=True,
+                   help="0: behaviour cloning; r >= 1: the epochs of DAgger round r")
+    p.add_argument("--previous", help="state file of round - 1 (not for round 0)")
+    p.add_argument("--dagger", nargs="*", default=[],
+                   help="DAgger part files of rounds 1..round (`quadpipe collect`)")
+    p.add_argument("--out", required=True, help="this stage's state file (resume checkpoint: "
+                   "OUT.partial/resume.pt while it runs)")
+    p.add_argument("--config", help="YAML with a train section (with `seed`)")
+
+
+@verb("train-stage", _stage_args)
+def _train_stage(args: argparse.Namespace) -> None:
+    """One training stage (behaviour cloning or a DAgger round's epochs); resumes after a kill."""
+    from quadpipe.learn.train import train_stage
+
+    state = train_stage(args.dataset, args.samples, args.out, _train_config(args.config),
+                        args.round, args.previous, args.dagger)
+    print(f"{args.out}: round {args.round} done at epoch {state['epoch']}, "
+          f"{state['samples_seen']} samples seen")
+
+
+def _collect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="the dataset (for its expert settings)")
+    p.add_argument("--policy", required=True, help="state file of the previous training stage")
+    p.add_argument("--round", type=int, required=True, help="DAgger round (>= 1)")
+    p.add_argument("--part", type=int, default=0, help="this job's part, 0-based")
+    p.add_argument("--parts", type=int, default=1, help="jobs the round is split over")
+    p.add_argument("--out", required=True, help="the part's .npz file")
+    p.add_argument("--config", help="YAML with a train section (with `seed`)")
+
+
+@verb("collect", _collect_args)
+def _collect(args: argparse.Namespace) -> None:
+    """Collect one part of a DAgger round: the policy drives, the expert labels."""
+    from quadpipe.learn.train import collect_part
+
+    collect_part(args.policy, args.dataset, _train_config(args.config), args.round, args.part,
+                 args.parts, args.out)
+    print(f"{args.out}: DAgger round {args.round}, part {args.part + 1} of {args.parts}")
+
+
+def _finish_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", required=True, help="state file of the last training stage")
+    p.add_argument("--out-dir", required=True, help="where best.pt, last.pt, history.csv go")
+    p.add_argument("--config", help="YAML with a train section (with `seed`)")
+
+
+@verb("finish-training", _finish_args)
+def _finish(args: argparse.Namespace) -> None:
+    """Write best.pt, last.pt, history.csv and loss.png from the last training stage."""
+    from quadpipe.learn.train import finish
+
+    summary = finish(args.stage, args.out_dir, _train_config(args.config))
+    print(f"{args.out_dir}: best epoch {summary['best_epoch']}, valid loss "
+          f"{summary['best_valid_loss']:.4f}")

@@ -51,13 +51,21 @@ def functional(policy: Policy) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 class PolicyController:
-    """future (P, T, W, 3): the targets of P paths; path_of (E,): the path of each episode."""
+    """future (P, T, W, 3): the targets of P paths; path_of (E,): the path of each episode.
+
+    rows (E,) and batch: run the MLP on a zero-padded batch of `batch` rows with episode e at row
+    rows[e], so that an episode's torques do not depend on which other episodes share the call
+    (a matrix product's last bits depend on the batch size); None: one row per live episode.
+    """
 
     def __init__(self, policy: Policy, obs: ObsConfig, future: np.ndarray, path_of: np.ndarray,
-                 torque_limit: float) -> None:
+                 torque_limit: float, rows: np.ndarray | None = None,
+                 batch: int | None = None) -> None:
         self.policy = functional(policy.cpu().eval())
         self.obs, self.future, self.path_of = obs, future, np.asarray(path_of)
         self.limit = torque_limit
+        self.rows = None if rows is None else np.asarray(rows)
+        self.batch = batch if batch is not None else (0 if rows is None else len(self.rows))
         num = future.shape[1]
         self.phase = gait_phase(np.arange(1, num + 1), np.full(num, MODE_FORWARD))
         self.last_x: np.ndarray | None = None  # float32 observations of the last call
@@ -69,6 +77,12 @@ class PolicyController:
                     np.full(len(idx), self.phase[k]) if self.obs.gait_clock else None
                     ).astype(np.float32)
         self.last_x = x
+        if self.rows is not None:
+            full = np.zeros((self.batch, x.shape[1]), np.float32)
+            full[self.rows[idx]] = x
+            with torch.inference_mode():
+                out = self.policy(torch.from_numpy(full)).numpy()
+            return out[self.rows[idx]].astype(np.float64)
         with torch.inference_mode():
             return self.policy(torch.from_numpy(x)).numpy().astype(np.float64)
 

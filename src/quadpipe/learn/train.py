@@ -16,13 +16,18 @@ sample, which put the neighbours of every validation step in the training set.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,7 @@ import torch
 
 from quadpipe.config import ExpertConfig, expert_from_json
 from quadpipe.data import dataset
-from quadpipe.errors import ConfigError, DatasetError
+from quadpipe.errors import ConfigError, DatasetError, QuadpipeError
 from quadpipe.learn import tracking
 from quadpipe.learn.batches import Batches
 from quadpipe.learn.policy import Policy, save_checkpoint
@@ -200,14 +205,23 @@ def _missing(path: Path) -> Path:
     raise DatasetError(f"{path}: no such dataset; run `quadpipe generate`/`merge` first")
 
 
-def _progress(items, progress: bool | None, desc: str, total: int | None = None):
+def _progress(items, progress: bool | None, desc: str, unit: str = "traj", **kwargs):
+    """A tqdm bar over `items` on a terminal (progress None) or when asked; else `items`."""
     show = sys.stderr.isatty() if progress is None else progress
     if not show:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="traj" if desc == "prepare" else "batch", leave=False,
-                total=total)
+    return tqdm(items, desc=desc, unit=unit, **{"leave": False, **kwargs})
+
+
+def _log_to_bar(bar):
+    """Log lines printed above the bar, not through it (a no-op without a bar)."""
+    if not hasattr(bar, "set_postfix"):
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 def load_arrays(sample_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -295,9 +309,321 @@ def build_policy(cfg: TrainConfig, meta: dict[str, Any]) -> Policy:
     return policy
 
 
+# ----------------------------------------------------------------------------- stages
+#
+# Training runs in stages: behaviour cloning is round 0, DAgger round r (1..dagger_rounds) is the
+# collection of its samples (`collect_part`, possibly split over jobs) then `dagger_epochs` epochs
+# on everything (`train_stage`). A stage starts from the previous stage's state file and writes its
+# own: weights, optimiser, every random generator, epoch, samples seen, history and the stage's best
+# weights, so a chain of stage jobs trains exactly as one process would. Each epoch a stage also
+# writes the same state as its resume checkpoint (OUT.partial/resume.pt, atomically); run again
+# after a kill, with the same settings and inputs, it goes on from there and ends with the weights
+# an uninterrupted run gets.
+
+STAGE_FORMAT = "quadpipe-train-stage-1"
+# keys that do not change a stage's result (a resume checkpoint is valid across them)
+_NOT_RESULT = {"threads", "logger", "wandb_mode", "wandb_project"}
+# keys round 0 (behaviour cloning) does not use, and dagger_rounds that no stage uses: the
+# workflow leaves them out of the stage jobs' settings, so changing them reruns no stage
+DAGGER_KEYS = {"dagger_rounds", "dagger_episodes", "dagger_seconds", "dagger_stride",
+               "dagger_epochs", "dagger_expert_share"}
+
+
+class StageError(QuadpipeError):
+    """A training-stage file that is missing, unreadable or from another stage or seed."""
+
+
+def stage_keys(rnd: int) -> set[str]:
+    """The train keys that a stage of round `rnd` does not use."""
+    return DAGGER_KEYS if rnd == 0 else {"dagger_rounds"}
+
+
+def _stage_fingerprint(cfg: TrainConfig, rnd: int, meta: dict[str, Any],
+                       previous: dict[str, Any] | None, dagger_hash: str,
+                       device: torch.device) -> str:
+    """What a stage's result depends on: its settings, the samples, the previous stage, the
+    DAgger samples (by content) and the device type. A resume checkpoint with another
+    fingerprint is not resumed from."""
+    drop = stage_keys(rnd) | _NOT_RESULT
+    key = {"cfg": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in drop},
+           "round": rnd, "samples": meta["fingerprint"], "device": device.type,
+           "previous": None if previous is None else previous["fingerprint"],
+           "dagger": dagger_hash}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary name, fsync, rename: a kill leaves the old file or the new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """A stage's state file (or resume checkpoint), or one clear StageError."""
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path}: no such training stage; run `quadpipe train-stage` first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise StageError(f"{path}: cannot be read as a training stage ({exc}); run that stage "
+                         "again") from exc
+    if not isinstance(state, dict) or state.get("format") != STAGE_FORMAT:
+        raise StageError(f"{path}: not a quadpipe training stage (expected format "
+                         f"{STAGE_FORMAT}); run that stage again")
+    return state
+
+
+def resume_path(out_file: str | Path) -> Path:
+    """Where the stage writing `out_file` keeps its resume checkpoint (removed when done)."""
+    out_file = Path(out_file)
+    return out_file.with_name(out_file.name + ".partial") / "resume.pt"
+
+
+def _load_dagger(paths: list[Path], cfg: TrainConfig, rnd: int
+                 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, float], str]:
+    """The DAgger samples of rounds 1..rnd from their part files: (x, y) per round in (episode,
+    step) order, the last round's statistics, and a hash of their content."""
+    from quadpipe.learn import dagger
+
+    by_round: dict[int, list] = {}
+    for p in paths:
+        got, meta = dagger.load(p)
+        if meta.get("seed") != cfg.seed:
+            raise StageError(f"{p}: DAgger samples of seed {meta.get('seed')}, not of seed "
+                             f"{cfg.seed}")
+        by_round.setdefault(int(meta["round"]), []).append(got)
+    if sorted(by_round) != list(range(1, rnd + 1)):
+        raise StageError(f"round {rnd} trains on the DAgger samples of rounds 1..{rnd}; got "
+                         f"rounds {sorted(by_round)}")
+    digest = hashlib.sha256()
+    rounds, stats = [], {}
+    for r in range(1, rnd + 1):
+        merged = dagger.merge(by_round[r])
+        digest.update(merged.x.tobytes())
+        digest.update(merged.y.tobytes())
+        rounds.append((merged.x, merged.y))
+        stats = {"dagger_fall_fraction": merged.fall_fraction,
+                 "dagger_torque_rmse": merged.torque_rmse}
+    return rounds, stats, digest.hexdigest()
+
+
+def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str | Path,
+                cfg: TrainConfig, rnd: int, previous: str | Path | None = None,
+                dagger_parts: Sequence[str | Path] = (), progress: bool | None = None
+                ) -> dict[str, Any]:
+    """Run training stage `rnd` (0: behaviour cloning, r: DAgger round r's epochs); write its
+    state file `out_file` and return that state.
+
+    `previous`: the state file of stage rnd - 1 (None for round 0); `dagger_parts`: the part files
+    of DAgger rounds 1..rnd (`collect_part`), in any order.
+    """
+    out_file = Path(out_file)
+    if (rnd == 0) != (previous is None):
+        raise StageError(f"round {rnd}: " + ("behaviour cloning starts from no previous stage"
+                                             if rnd == 0 else "needs the previous stage's state"))
+    meta = prepare(dataset_path, sample_dir, cfg.obs, cfg.sample_stride, progress)
+    xt, yt = load_arrays(sample_dir, dataset.TRAIN)
+    xv, yv = load_arrays(sample_dir, dataset.VALID)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu" and cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    prev = load_state(previous) if previous is not None else None
+    if prev is not None and prev["round"] != rnd - 1:
+        raise StageError(f"{previous}: holds round {prev['round']}, round {rnd} needs round "
+                         f"{rnd - 1}")
+    rounds, dag_stats, dagger_hash = _load_dagger([Path(p) for p in dagger_parts], cfg, rnd)
+    fp = _stage_fingerprint(cfg, rnd, meta, prev, dagger_hash, device)
+    policy = build_policy(cfg, meta).to(device)
+    opt = make_optimizer(policy, cfg, device)
+    rng = np.random.default_rng(cfg.seed)
+    noise = JointNoise(cfg, meta["expert"], device, meta["X_std"]) \
+        if cfg.noise_q or cfg.noise_qd or cfg.noise_base else None
+    n_epochs = cfg.epochs if rnd == 0 else cfg.dagger_epochs
+    state: dict[str, Any] = {"epoch": 0, "samples_seen": 0, "history": [], "stage_epoch": 0}
+    if prev is not None:
+        _restore(prev, policy, opt, rng, noise, device)
+        state = {"epoch": prev["epoch"], "samples_seen": prev["samples_seen"],
+                 "history": list(prev["history"]), "stage_epoch": 0}
+    resume = resume_path(out_file)
+    if resume.exists():
+        state = _try_resume(resume, fp, rnd, n_epochs, policy, opt, rng, noise, device) or state
+    best = state.get("best")
+    sources = [(xt, yt), *rounds]
+    dag = {"dagger_samples": sum(len(x) for x, _ in rounds),
+           "dagger_fall_fraction": math.nan, "dagger_torque_rmse": math.nan, **dag_stats}
+    history = state["history"]
+    batches = Batches(sources, cfg.batch_size, device)  # the stage's samples are fixed
+    # the seed's run (…/seed_<k>/stages/round_<r>.pt), which every stage and the evaluation
+    # jobs append to (learn.tracking)
+    tracker = tracking.for_training(cfg, out_file.parent.parent, {
+        "train": dataclasses.asdict(cfg), "dataset": str(dataset_path), "obs_dim": cfg.obs.dim,
+        "train_samples": len(xt), "valid_samples": len(xv)})
+    if state["stage_epoch"] == 0:
+        log.info("round %d: training on %d samples (%d valid, %d from DAgger), device %s", rnd,
+                 len(xt) + dag["dagger_samples"], len(xv), dag["dagger_samples"], device)
+        if rnd > 0:
+            tracker.log_round(rnd, state["epoch"] + 1, dag)
+    epochs = _progress(range(state["stage_epoch"], n_epochs), progress, f"round {rnd}",
+                       unit="epoch", initial=state["stage_epoch"], total=n_epochs, leave=True)
+    with _log_to_bar(epochs):
+        for k in epochs:
+            epoch = state["epoch"] + 1
+            lr = cfg.lr * (0.1 if 0 < cfg.lr_decay_epoch <= epoch else 1.0)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            start = time.perf_counter()
+            train_loss, seen = run_epoch(policy, opt, batches, rng.permutation(batches.rows),
+                                         noise, cfg.grad_clip, progress, f"epoch {epoch}")
+            seconds = time.perf_counter() - start
+            vloss = _valid_loss(policy, xv, yv, device)
+            row = {"epoch": epoch, "round": rnd, "lr": lr, "train_loss": train_loss,
+                   "valid_loss": vloss, "seconds": seconds, "samples_per_s": seen / seconds,
+                   **dag}
+            history.append(row)
+            # the stage's best epoch; best.pt is the last stage's (earlier policies never saw
+            # their own states)
+            score = vloss if not math.isnan(vloss) else row["train_loss"]
+            extra = {"epoch": epoch, "valid_loss": vloss, "train_loss": row["train_loss"],
+                     "dataset": str(dataset_path), "dagger_round": rnd}
+            if best is None or score < best["score"]:
+                best = {"score": score, "epoch": epoch, "extra": extra,
+                        "model": {n: v.detach().cpu().clone()
+                                  for n, v in policy.state_dict().items()}}
+            state = {"epoch": epoch, "samples_seen": state["samples_seen"] + seen,
+                     "history": history, "stage_epoch": k + 1, "best": best, "last": extra}
+            _save_state(resume, _snapshot(state, fp, rnd, cfg, meta, dag, policy, opt, rng,
+                                          noise))
+            # logged once its checkpoint is written: a kill after this line loses no epoch
+            log.info("epoch %d (round %d): train %.4f valid %.4f (%.0f samples/s)", epoch, rnd,
+                     row["train_loss"], vloss, row["samples_per_s"])
+            tracker.log_epoch(row)
+            if hasattr(epochs, "set_postfix"):
+                epochs.set_postfix(loss=f"{row['train_loss']:.4f}",
+                                   samples_s=f"{row['samples_per_s']:.0f}")
+    tracker.close()
+    final = _snapshot(state, fp, rnd, cfg, meta, dag, policy, opt, rng, noise)
+    _save_state(out_file, final)
+    shutil.rmtree(resume.parent, ignore_errors=True)
+    return final
+
+
+def _snapshot(state: dict[str, Any], fp: str, rnd: int, cfg: TrainConfig, meta: dict[str, Any],
+              dag: dict[str, float], policy: Policy, opt: torch.optim.Optimizer,
+              rng: np.random.Generator, noise: JointNoise | None) -> dict[str, Any]:
+    """Everything that determines the rest of the training, as a torch.save-able dict."""
+    return {
+        "format": STAGE_FORMAT, "fingerprint": fp, "round": rnd, "seed": cfg.seed,
+        "architecture": {"in_dim": policy.in_dim, "out_dim": policy.out_dim,
+                         "hidden": list(policy.hidden)},
+        "model": {n: v.detach().cpu() for n, v in policy.state_dict().items()},
+        "optimizer": opt.state_dict(), "np_rng": rng.bit_generator.state,
+        "noise_rng": None if noise is None else noise.gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "counts": {"train": int(meta["counts"][dataset.TRAIN]),
+                   "valid": int(meta["counts"][dataset.VALID])},
+        "dagger": dict(dag), **state}
+
+
+def _restore(saved: dict[str, Any], policy: Policy, opt: torch.optim.Optimizer,
+             rng: np.random.Generator, noise: JointNoise | None, device: torch.device) -> None:
+    policy.load_state_dict(saved["model"])
+    policy.to(device)
+    opt.load_state_dict(saved["optimizer"])
+    rng.bit_generator.state = saved["np_rng"]
+    if noise is not None and saved["noise_rng"] is not None:
+        noise.gen.set_state(saved["noise_rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    if saved["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+
+
+def _try_resume(path: Path, fp: str, rnd: int, n_epochs: int, policy: Policy,
+                opt: torch.optim.Optimizer, rng: np.random.Generator, noise: JointNoise | None,
+                device: torch.device) -> dict[str, Any] | None:
+    """Restore the resume checkpoint at `path` if it was written by this very stage (same
+    fingerprint); else say why in one log line, remove it and return None."""
+    try:
+        saved = load_state(path)
+    except StageError as exc:
+        log.warning("not resuming: %s; round %d starts at its first epoch", exc, rnd)
+        path.unlink(missing_ok=True)
+        return None
+    if saved.get("fingerprint") != fp or saved.get("round") != rnd:
+        log.warning("%s: not resuming: written with other settings or inputs (fingerprint %.12s, "
+                    "this run %.12s); round %d starts at its first epoch", path,
+                    saved.get("fingerprint"), fp, rnd)
+        path.unlink(missing_ok=True)
+        return None
+    _restore(saved, policy, opt, rng, noise, device)
+    log.info("%s: resuming round %d after epoch %d (%d of %d epochs of this round done, %d "
+             "samples seen)", path, rnd, saved["epoch"], saved["stage_epoch"], n_epochs,
+             saved["samples_seen"])
+    return {k: saved[k] for k in ("epoch", "samples_seen", "history", "stage_epoch", "best",
+                                  "last")}
+
+
+def collect_part(state_file: str | Path, dataset_path: str | Path, cfg: TrainConfig, rnd: int,
+                 part: int, parts: int, out_file: str | Path) -> Path:
+    """Collect job `part` of `parts` of DAgger round `rnd` with the policy of stage rnd - 1."""
+    from quadpipe.learn import dagger
+
+    prev = load_state(state_file)
+    if prev["round"] != rnd - 1 or prev["seed"] != cfg.seed:
+        raise StageError(f"{state_file}: holds round {prev['round']} of seed {prev['seed']}; "
+                         f"round {rnd} of seed {cfg.seed} collects with round {rnd - 1}'s")
+    arch = prev["architecture"]
+    policy = Policy(arch["in_dim"], arch["out_dim"], tuple(arch["hidden"]))
+    policy.load_state_dict(prev["model"])
+    start = time.perf_counter()
+    got = dagger.collect(policy, cfg.obs, _dataset_expert(Path(dataset_path)),
+                         cfg.dagger_episodes, cfg.dagger_seconds, cfg.dagger_stride,
+                         cfg.dagger_expert_share / 2 ** (rnd - 1), cfg.seed, rnd, part, parts,
+                         threads=max(1, cfg.threads))
+    log.info("DAgger round %d, part %d of %d: %d episodes, %d samples in %.0f s; policy "
+             "episodes fell %.0f%%, torque error %.2f N m RMS", rnd, part + 1, parts,
+             int(got.mine.sum()), len(got.x), time.perf_counter() - start,
+             100 * got.fall_fraction, got.torque_rmse)
+    return dagger.save(out_file, got, {"seed": cfg.seed, "round": rnd, "part": part,
+                                       "parts": parts})
+
+
+def finish(state_file: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dict[str, Any]:
+    """From the last stage's state: best.pt (that stage's best epoch), last.pt, history.csv,
+    loss.png in `out_dir`; returns the summary `train` returns."""
+    state = load_state(state_file)
+    last_round = cfg.dagger_rounds
+    if state["round"] != last_round or state["seed"] != cfg.seed:
+        raise StageError(f"{state_file}: holds round {state['round']} of seed {state['seed']}; "
+                         f"the policy of seed {cfg.seed} is round {last_round}'s")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arch = state["architecture"]
+    policy = Policy(arch["in_dim"], arch["out_dim"], tuple(arch["hidden"]))
+    policy.load_state_dict(state["best"]["model"])
+    save_checkpoint(out / "best.pt", policy, cfg.obs, cfg, state["best"]["extra"])
+    policy.load_state_dict(state["model"])
+    save_checkpoint(out / "last.pt", policy, cfg.obs, cfg, state["last"])
+    history = state["history"]
+    _write_history(out / "history.csv", history)
+    plot_history(history, out / "loss.png")
+    return {"best_epoch": state["best"]["epoch"], "best_valid_loss": state["best"]["score"],
+            "history": history, "train_samples": state["counts"]["train"],
+            "valid_samples": state["counts"]["valid"],
+            "dagger_samples": int(state["dagger"]["dagger_samples"]),
+            "samples_per_s": float(np.median([h["samples_per_s"] for h in history]))}
+
+
 def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
           sample_dir: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """Train a policy; write best.pt, last.pt, history.csv, loss.png to `out_dir`.
+    """Train a policy: every stage in this process (the workflow runs them as jobs), the stage
+    files under `out_dir/stages`; write best.pt, last.pt, history.csv, loss.png to `out_dir`.
 
     `sample_dir` holds the prepared arrays (default `out_dir/samples`; prepared if missing or
     stale). Returns a summary: best epoch and validation loss, samples/s, file paths.
@@ -305,72 +631,17 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sdir = Path(sample_dir) if sample_dir is not None else out / "samples"
-    meta = prepare(dataset_path, sdir, cfg.obs, cfg.sample_stride, progress)
-    xt, yt = load_arrays(sdir, dataset.TRAIN)
-    xv, yv = load_arrays(sdir, dataset.VALID)
-    device = resolve_device(cfg.device)
-    policy = build_policy(cfg, meta).to(device)
-    opt = make_optimizer(policy, cfg, device)
-    rng = np.random.default_rng(cfg.seed)
-    noise = JointNoise(cfg, meta["expert"], device, meta["X_std"]) \
-        if cfg.noise_q or cfg.noise_qd or cfg.noise_base else None
-    if device.type == "cpu" and cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    sources = [(xt, yt)]
-    batches: Batches | None = None
-    expert = _dataset_expert(Path(dataset_path)) if cfg.dagger_rounds else None
-    history: list[dict[str, float]] = []
-    best = (math.inf, 0)
-    dag: dict[str, float] = {"dagger_samples": 0, "dagger_fall_fraction": math.nan,
-                             "dagger_torque_rmse": math.nan}
-    log.info("training on %d samples (%d valid), device %s", len(xt), len(xv), device)
-    tracker = tracking.for_training(cfg, out, {"train": dataclasses.asdict(cfg), "dataset": str(
-        dataset_path), "obs_dim": cfg.obs.dim, "train_samples": len(xt), "valid_samples": len(xv)})
-    # The round of each epoch: behaviour cloning (0), then dagger_epochs per DAgger round.
-    rounds = [0] * cfg.epochs + [r for r in range(1, cfg.dagger_rounds + 1)
-                                 for _ in range(cfg.dagger_epochs)]
-    last_round, total, current = cfg.dagger_rounds, len(rounds), 0
-    for epoch, rnd in enumerate(rounds, start=1):
-        if rnd != current:  # a new DAgger round: its samples first, then its epochs
-            current = rnd
-            x_new, y_new, stats = _dagger_round(policy, cfg, expert, rnd)
-            sources.append((x_new, y_new))
-            batches = None  # the input path of the grown sample set
-            dag = {"dagger_samples": sum(len(x) for x, _ in sources[1:]), **stats}
-            tracker.log_round(rnd, epoch, dag)
-            policy.to(device)
-        lr = cfg.lr * (0.1 if 0 < cfg.lr_decay_epoch <= epoch else 1.0)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        if batches is None:
-            batches = Batches(sources, cfg.batch_size, device)
-        start = time.perf_counter()
-        train_loss, seen = run_epoch(policy, opt, batches, rng.permutation(batches.rows), noise,
-                                     cfg.grad_clip, progress, f"epoch {epoch}/{total}")
-        seconds = time.perf_counter() - start
-        vloss = _valid_loss(policy, xv, yv, device)
-        row = {"epoch": epoch, "round": rnd, "lr": lr, "train_loss": train_loss,
-               "valid_loss": vloss, "seconds": seconds, "samples_per_s": seen / seconds, **dag}
-        history.append(row)
-        tracker.log_epoch(row)
-        log.info("epoch %d (round %d): train %.4f valid %.4f (%.0f samples/s)", epoch, rnd,
-                 row["train_loss"], vloss, row["samples_per_s"])
-        # best.pt comes from the last round: earlier policies never saw their own states.
-        score = vloss if not math.isnan(vloss) else row["train_loss"]
-        extra = {"epoch": epoch, "valid_loss": vloss, "train_loss": row["train_loss"],
-                 "dataset": str(dataset_path), "dagger_round": rnd}
-        if rnd == last_round and score < best[0]:
-            best = (score, epoch)
-            save_checkpoint(out / "best.pt", policy.cpu(), cfg.obs, cfg, extra)
-            policy.to(device)
-        _write_history(out / "history.csv", history)
-    save_checkpoint(out / "last.pt", policy.cpu(), cfg.obs, cfg, extra)
-    plot_history(history, out / "loss.png")
-    tracker.close()
-    return {"best_epoch": best[1], "best_valid_loss": best[0], "history": history,
-            "train_samples": len(xt), "valid_samples": len(xv),
-            "dagger_samples": int(dag["dagger_samples"]),
-            "samples_per_s": float(np.median([h["samples_per_s"] for h in history]))}
+    stages = out / "stages"
+    last = stages / "round_0.pt"
+    train_stage(dataset_path, sdir, last, cfg, 0, progress=progress)
+    parts: list[Path] = []
+    for rnd in range(1, cfg.dagger_rounds + 1):
+        parts.append(collect_part(last, dataset_path, cfg, rnd, 0, 1,
+                                  stages / f"dagger_{rnd}.npz"))
+        train_stage(dataset_path, sdir, stages / f"round_{rnd}.pt", cfg, rnd, last, parts,
+                    progress)
+        last = stages / f"round_{rnd}.pt"
+    return finish(last, out, cfg)
 
 
 def run_epoch(policy: Policy, opt: torch.optim.Optimizer, batches: Batches, perm: np.ndarray,
@@ -384,7 +655,8 @@ def run_epoch(policy: Policy, opt: torch.optim.Optimizer, batches: Batches, perm
     policy.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=batches.device)
     seen = 0
-    for xb, yb in _progress(batches.epoch(perm), progress, desc, total=len(batches)):
+    for xb, yb in _progress(batches.epoch(perm), progress, desc, unit="batch",
+                            total=len(batches)):
         if noise is not None:
             xb, yb = noise(xb, yb)
         err = policy.forward_normalised(xb) - policy.normalise_output(yb)
@@ -396,23 +668,6 @@ def run_epoch(policy: Policy, opt: torch.optim.Optimizer, batches: Batches, perm
         loss_sum += loss.detach().double() * len(xb)
         seen += len(xb)
     return float(loss_sum) / max(seen, 1), seen
-
-
-def _dagger_round(policy: Policy, cfg: TrainConfig, expert: ExpertConfig, rnd: int
-                  ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Collect round `rnd` of DAgger samples with the current policy (quadpipe.learn.dagger)."""
-    from quadpipe.learn import dagger
-
-    start = time.perf_counter()
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(rnd,)))
-    got = dagger.collect(policy, cfg.obs, expert, cfg.dagger_episodes, cfg.dagger_seconds,
-                         cfg.dagger_stride, cfg.dagger_expert_share / 2 ** (rnd - 1), rng,
-                         threads=max(1, cfg.threads))
-    log.info("DAgger round %d: %d samples in %.0f s; policy episodes fell %.0f%%, torque error "
-             "%.2f N m RMS", rnd, len(got.x), time.perf_counter() - start,
-             100 * got.fall_fraction, got.torque_rmse)
-    stats = {"dagger_fall_fraction": got.fall_fraction, "dagger_torque_rmse": got.torque_rmse}
-    return got.x, got.y, stats
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
