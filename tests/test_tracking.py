@@ -85,11 +85,15 @@ def test_tensorboard_gets_config_losses_rounds_and_eval(tiny_shard, tmp_path) ->
     # the DAgger round is logged at the first epoch trained on its samples
     assert scalars["dagger/samples"] == [(3, pytest.approx(float(history[2]["dagger_samples"])))]
     assert "dagger/fall_fraction" in scalars
-    (event,) = [f for f in (out / "tensorboard").glob("*.train")]
-    acc = EventAccumulator(str(event))
-    acc.Reload()
-    text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert json.loads(text.strip("`\n"))["train"]["dagger_rounds"] == 1
+    # one event file per training stage (each is its own job: behaviour cloning, DAgger round 1),
+    # every one with the run's config
+    events = sorted((out / "tensorboard").glob("*.train"))
+    assert len(events) == 2
+    for event in events:
+        acc = EventAccumulator(str(event))
+        acc.Reload()
+        text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+        assert json.loads(text.strip("`\n"))["train"]["dagger_rounds"] == 1
     # an evaluation job (the evaluate verb) appends to the same run, at the last epoch
     (tmp_path / "eval.yaml").write_text("expert: {cmd_duration: 0.4}\neval: {duration: 0.3}\n")
     r = subprocess.run([sys.executable, "-m", "quadpipe", "evaluate", "--checkpoint",

@@ -78,7 +78,7 @@ class Tracker:
             except ImportError as exc:
                 raise ConfigError("train.logger is tensorboard but the tensorboard package is "
                                   "missing; pip install 'quadpipe[tensorboard]'") from exc
-            # A fresh event file per job (training, then each evaluation): TensorBoard merges
+            # A fresh event file per job (each training stage, each evaluation): TensorBoard merges
             # every file of the directory into one run.
             self._tb = SummaryWriter(log_dir=str(self.run_dir / TB_DIR), flush_secs=30,
                                      filename_suffix=f".{job}")
