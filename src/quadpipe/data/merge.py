@@ -66,19 +66,20 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | P
     splits = dataset.assign_split(int(combined["num_trajectories"]), valid_fraction, seed)
 
     _make_parent(out)
+    targets = [_relative(s, out) for s in shards]  # each shard's path as the links name it
     if layout == "link":
         combined[dataset.LINKED_ATTR] = json.dumps(
-            [{"path": _relative(s, out), "size": s.stat().st_size} for s in shards])
+            [{"path": t, "size": s.stat().st_size} for s, t in zip(shards, targets, strict=True)])
     with dataset.atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as dst:
         dataset.write_root_attrs(dst, combined)
         new_id = 0
-        for path in shards:
+        for path, target in zip(shards, targets, strict=True):
             with dataset.open_file(path) as src:
                 for name in dataset.trajectory_names(src):
                     new_id += 1
                     new = dataset.group_name(new_id)
                     if layout == "link":
-                        g = dataset.link_trajectory(src[name], dst, new, _relative(path, out))
+                        g = dataset.link_trajectory(src[name], dst, new, target)
                     else:
                         # expand_external: a shard whose data are links is copied whole
                         src.copy(src[name], dst, name=new, expand_external=True)

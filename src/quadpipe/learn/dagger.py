@@ -41,6 +41,7 @@ from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import Episodes, run, start_qpos
 from quadpipe.control.follower import ExpertController, FollowerConfig, Target
 from quadpipe.control.paths import random_path
+from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
 from quadpipe.learn.controller import PolicyController
 from quadpipe.learn.policy import Policy
@@ -170,11 +171,9 @@ def save(path: str | Path, c: Collected, meta: dict[str, Any]) -> Path:
     never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
+    with dataset.atomic_path(path) as tmp, tmp.open("wb") as fh:
         np.savez(fh, format=np.array(PART_FORMAT), meta=np.array(json.dumps(meta)),
                  **dataclasses.asdict(c))
-    tmp.replace(path)
     return path
 
 

@@ -45,6 +45,15 @@ class Policy(nn.Module):
         self.register_buffer("out_mean", torch.zeros(out_dim))
         self.register_buffer("out_std", torch.ones(out_dim))
 
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """What rebuilds this network (`from_architecture`): stored in checkpoints and stages."""
+        return {"in_dim": self.in_dim, "out_dim": self.out_dim, "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_architecture(cls, arch: dict[str, Any]) -> Policy:
+        return cls(arch["in_dim"], arch["out_dim"], tuple(arch["hidden"]))
+
     def set_normalisation(self, in_mean, in_std, out_mean, out_std) -> None:
         """Set the (dim,) means and stds of the training split; tiny stds become 1."""
         for name, value in (("in_mean", in_mean), ("in_std", in_std), ("out_mean", out_mean),
@@ -78,8 +87,7 @@ def save_checkpoint(path: str | Path, policy: Policy, obs: ObsConfig, train_conf
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "architecture": {"in_dim": policy.in_dim, "out_dim": policy.out_dim,
-                         "hidden": list(policy.hidden)},
+        "architecture": policy.architecture,
         "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
         "obs": dataclasses.asdict(obs),
         "train_config": dataclasses.asdict(train_config)
@@ -105,8 +113,7 @@ def load_checkpoint(path: str | Path) -> tuple[Policy, ObsConfig, dict[str, Any]
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a quadpipe policy checkpoint "
                               f"(expected format {CHECKPOINT_FORMAT}); retrain it")
-    arch = ckpt["architecture"]
-    policy = Policy(arch["in_dim"], arch["out_dim"], tuple(arch["hidden"]))
+    policy = Policy.from_architecture(ckpt["architecture"])
     policy.load_state_dict(ckpt["state_dict"])
     policy.eval()
     return policy, ObsConfig(**ckpt["obs"]), ckpt

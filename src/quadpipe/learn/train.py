@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import time
@@ -353,14 +352,10 @@ def _stage_fingerprint(cfg: TrainConfig, rnd: int, meta: dict[str, Any],
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary name, fsync, rename: a kill leaves the old file or the new."""
+    """torch.save through `dataset.atomic_path`: a kill leaves the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    with dataset.atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
@@ -519,8 +514,7 @@ def _snapshot(state: dict[str, Any], fp: str, rnd: int, cfg: TrainConfig, meta: 
     """Everything that determines the rest of the training, as a torch.save-able dict."""
     return {
         "format": STAGE_FORMAT, "fingerprint": fp, "round": rnd, "seed": cfg.seed,
-        "architecture": {"in_dim": policy.in_dim, "out_dim": policy.out_dim,
-                         "hidden": list(policy.hidden)},
+        "architecture": policy.architecture,
         "model": {n: v.detach().cpu() for n, v in policy.state_dict().items()},
         "optimizer": opt.state_dict(), "np_rng": rng.bit_generator.state,
         "noise_rng": None if noise is None else noise.gen.get_state(),
@@ -578,8 +572,7 @@ def collect_part(state_file: str | Path, dataset_path: str | Path, cfg: TrainCon
     if prev["round"] != rnd - 1 or prev["seed"] != cfg.seed:
         raise StageError(f"{state_file}: holds round {prev['round']} of seed {prev['seed']}; "
                          f"round {rnd} of seed {cfg.seed} collects with round {rnd - 1}'s")
-    arch = prev["architecture"]
-    policy = Policy(arch["in_dim"], arch["out_dim"], tuple(arch["hidden"]))
+    policy = Policy.from_architecture(prev["architecture"])
     policy.load_state_dict(prev["model"])
     start = time.perf_counter()
     got = dagger.collect(policy, cfg.obs, _dataset_expert(Path(dataset_path)),
@@ -604,8 +597,7 @@ def finish(state_file: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dic
                          f"the policy of seed {cfg.seed} is round {last_round}'s")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    arch = state["architecture"]
-    policy = Policy(arch["in_dim"], arch["out_dim"], tuple(arch["hidden"]))
+    policy = Policy.from_architecture(state["architecture"])
     policy.load_state_dict(state["best"]["model"])
     save_checkpoint(out / "best.pt", policy, cfg.obs, cfg, state["best"]["extra"])
     policy.load_state_dict(state["model"])
