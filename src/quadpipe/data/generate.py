@@ -12,7 +12,6 @@ every dataset and attribute and a reader never sees half a shard.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from collections import Counter, deque
@@ -86,7 +85,7 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
             accepted = _run_attempts(journal, model, initial, num, seed, shard, expert,
                                      stability, gen, bar, shard_file.add)
             summary = _summary(journal.outcomes[: accepted[-1] + 1], num, seed, shard, expert,
-                               header)
+                               header, gen.layout)
             dataset.write_root_attrs(dst, summary)
     finally:
         if bar is not None:
@@ -97,7 +96,7 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
 
 
 def _summary(used: list[str], num: int, seed: int, shard: int, expert: ExpertConfig,
-             header: dict[str, Any]) -> dict[str, Any]:
+             header: dict[str, Any], layout: str) -> dict[str, Any]:
     """The shard's root attributes, from the outcomes of the attempts it used."""
     counts = Counter(used)
     return {
@@ -115,13 +114,9 @@ def _summary(used: list[str], num: int, seed: int, shard: int, expert: ExpertCon
         "resumed_from": 0,
         **{f"rejected_{r}": counts.get(r, 0) for r in REASONS},
         "config_json": header["settings"],
-        **_layout_attrs(header),
+        # only when not the default, like config_json: default shards stay as they were
+        **({dataset.STORAGE_LAYOUT_ATTR: layout} if layout != "full" else {}),
     }
-
-
-def _layout_attrs(header: dict[str, Any]) -> dict[str, str]:
-    layout = json.loads(header["settings"])["storage"].get("layout", "full")
-    return {dataset.STORAGE_LAYOUT_ATTR: layout} if layout != "full" else {}
 
 
 def journal_header(seed: int, shard: int, expert: ExpertConfig, stability: StabilityConfig,
