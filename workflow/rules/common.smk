@@ -36,7 +36,7 @@ wildcard_constraints:
 REPORT = "report.html"
 DATASET = "results/dataset/dataset.h5"
 SUMMARY = "results/dataset/summary.h5"
-PLOTS = ["paths", "commands", "durations", "torques"]
+PLOTS = ["paths", "commands", "durations", "torques", "acceptance"]
 CHECKPOINT = "results/train/best.pt"
 # the default policy for other runtimes (rule export_policy), next to best.pt
 POLICY_ONNX = "results/train/best.onnx"
@@ -61,6 +61,23 @@ def settings(*sections, drop=()):
         {s: {k: v for k, v in config[s].items() if k not in drop} for s in sections},
         sort_keys=True,
     )
+
+
+def randomize_section(use):
+    """The randomize section as job `use` ("data" or "dagger") reads it: its switch and the
+    ranges, not the other switch (flipping that one must not rerun this job)."""
+    r = config["randomize"]
+    return {use: True, "physics": r["physics"], "pushes": r["pushes"]}
+
+
+def generate_settings():
+    """generate_shard's settings; the randomize section only when the data are randomised, so
+    that without randomisation the job (and its shard) is what it was before the section.
+    """
+    out = json.loads(settings("expert", "stability", "generate", drop=("threads",)))
+    if config["randomize"]["data"]:
+        out["randomize"] = randomize_section("data")
+    return json.dumps(out, sort_keys=True)
 
 
 def shard_files(wildcards=None):
@@ -151,7 +168,14 @@ DAGGER_KEYS = {
 def stage_settings(wildcards):
     """The train settings of one stage or collection job of round `wildcards.round`."""
     rnd = int(wildcards.round)
-    return train_settings(wildcards, DAGGER_KEYS if rnd == 0 else {"dagger_rounds"})
+    out = json.loads(
+        train_settings(wildcards, DAGGER_KEYS if rnd == 0 else {"dagger_rounds"})
+    )
+    if (
+        rnd > 0 and config["randomize"]["dagger"]
+    ):  # the episodes' physics (learn.dagger)
+        out["randomize"] = randomize_section("dagger")
+    return json.dumps(out, sort_keys=True)
 
 
 def stage_file(seed, rnd):
@@ -251,6 +275,7 @@ def all_results():
         SUMMARY,
         "results/stats/summary.html",
         "results/stats/trajectories.html",
+        "results/stats/acceptance.html",
         expand("results/stats/plots/{plot}.png", plot=PLOTS),
         replay_outputs(),
         "results/report/replay_videos.html",

@@ -43,6 +43,19 @@ rule stats:
             category="Plots",
             labels={"plot": "torque distributions"},
         ),
+        acceptance=report(
+            "results/stats/plots/acceptance.png",
+            caption="../report/acceptance.rst",
+            category="Plots",
+            labels={"plot": "stability filter"},
+        ),
+        acceptance_table=report(
+            "results/stats/acceptance.html",
+            caption="../report/acceptance.rst",
+            category="Dataset summary",
+            labels={"table": "acceptance"},
+        ),
+        acceptance_csv="results/stats/acceptance.csv",
     log:
         "results/logs/stats.log",
     benchmark:

@@ -15,6 +15,12 @@ def _train_config(path: str | None):
     return from_mapping(TrainConfig, load_config(path).get("train"), "train")
 
 
+def _randomize(path: str | None):
+    from quadpipe.sim.randomize import RandomizeConfig
+
+    return RandomizeConfig.from_mapping(load_config(path).get("randomize"))
+
+
 def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="merged dataset (or a shard) HDF5 file")
     p.add_argument("--out", required=True, help="directory for the float32 sample arrays")
@@ -35,7 +41,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="merged dataset (or a shard) HDF5 file")
     p.add_argument("--out-dir", required=True, help="where best.pt, last.pt, history.csv go")
     p.add_argument("--samples", help="prepared sample directory (default OUT_DIR/samples)")
-    p.add_argument("--config", help="YAML with a train section")
+    p.add_argument("--config", help="YAML with a train section (and randomize, for DAgger)")
 
 
 @verb("train", _train_args)
@@ -43,7 +49,8 @@ def _train(args: argparse.Namespace) -> None:
     """Train the path-following policy by behaviour cloning."""
     from quadpipe.learn.train import train
 
-    summary = train(args.dataset, args.out_dir, _train_config(args.config), args.samples)
+    summary = train(args.dataset, args.out_dir, _train_config(args.config), args.samples,
+                    rand=_randomize(args.config))
     print(f"{args.out_dir}: best epoch {summary['best_epoch']}, valid loss "
           f"{summary['best_valid_loss']:.4f}, {summary['samples_per_s']:.0f} samples/s")
 
@@ -79,7 +86,8 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part", type=int, default=0, help="this job's part, 0-based")
     p.add_argument("--parts", type=int, default=1, help="jobs the round is split over")
     p.add_argument("--out", required=True, help="the part's .npz file")
-    p.add_argument("--config", help="YAML with a train section (with `seed`)")
+    p.add_argument("--config", help="YAML with a train section (with `seed`); a randomize "
+                   "section randomises the episodes (randomize.dagger)")
 
 
 @verb("collect", _collect_args)
@@ -88,7 +96,7 @@ def _collect(args: argparse.Namespace) -> None:
     from quadpipe.learn.train import collect_part
 
     collect_part(args.policy, args.dataset, _train_config(args.config), args.round, args.part,
-                 args.parts, args.out)
+                 args.parts, args.out, _randomize(args.config))
     print(f"{args.out}: DAgger round {args.round}, part {args.part + 1} of {args.parts}")
 
 

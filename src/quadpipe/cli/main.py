@@ -52,7 +52,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=int, default=0, help="shard index (own random stream)")
     p.add_argument("--out", required=True, help="HDF5 file to write")
     p.add_argument("--threads", type=int, help="simulation threads (default: config, 0 = all)")
-    p.add_argument("--config", help="YAML with sections expert, stability, generate")
+    p.add_argument("--config", help="YAML with sections expert, stability, generate, randomize")
 
 
 @verb("generate", _generate_args)
@@ -61,6 +61,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig, from_mapping
     from quadpipe.data.generate import generate_shard
+    from quadpipe.sim.randomize import RandomizeConfig
 
     cfg = load_config(args.config)
     gen = from_mapping(GenerateConfig, cfg.get("generate"), "generate")
@@ -68,7 +69,8 @@ def _generate(args: argparse.Namespace) -> None:
         gen = dataclasses.replace(gen, threads=args.threads)
     summary = generate_shard(args.out, args.num, args.seed, args.shard,
                              from_mapping(ExpertConfig, cfg.get("expert"), "expert"),
-                             from_mapping(StabilityConfig, cfg.get("stability"), "stability"), gen)
+                             from_mapping(StabilityConfig, cfg.get("stability"), "stability"), gen,
+                             rand=RandomizeConfig.from_mapping(cfg.get("randomize")))
     print(f"{args.out}: {summary['num_trajectories']} trajectories, acceptance "
           f"{summary['acceptance_rate']:.1%} of {summary['total_attempts']} attempts")
 

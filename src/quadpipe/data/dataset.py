@@ -6,7 +6,7 @@ group per stable trajectory, `trajectory_00001`, ...:
 | name | shape | dtype | unit / meaning |
 |---|---|---|---|
 | states | (T, 36) | storage dtype | the original's state vector, layout in quadpipe.sim.state |
-| actions | (T, 12) | storage dtype | N m, torque applied at each step (joint order of the model) |
+| actions | (T, 12) | storage dtype | N m, the torque the expert commands at each step |
 | command_sequence | (n,) | int32 | codes 1..5, each held cmd_duration s; T = n cmd_duration / dt |
 | initial_state | (36,) | float64 | states[0] at full precision |
 | qpos | (T, 19) | storage dtype | MuJoCo qpos (base pos, quaternion w x y z, 12 joints) |
@@ -17,10 +17,17 @@ Group attributes: trajectory_id, is_stable, stability_reason, dt, cmd_duration, 
 state_dim (the original's) and attempt, shard, random_seed (where it came from; a merged file adds
 source_shard, source_trajectory_id and split = "train" | "valid").
 
+A trajectory generated with randomised physics (`randomize.data`) also has `physics_json`: its
+draw and pushes (quadpipe.sim.randomize), from which replay rebuilds the model; its motors apply
+motor_strength x the stored command (equal when not randomised).
+
 Root attributes: the original summary (num_trajectories, stable_count, rejected_count,
 total_attempts, acceptance_rate, random_seed, dt, cmd_duration, resumed_from), `rejected_<reason>`
 for every reason of quadpipe.sim.stability, format, format_version and config_json (the expert,
 stability and generation settings, for exact replay). A merged file also has merged, num_tasks.
+A randomised file has the root dataset `attempts`: one row per attempt the shards used (shard,
+attempt, reason, and the draw's scalars of quadpipe.sim.randomize.summary), for the statistics of
+rejections against the drawn physics.
 
 Row t of states/qpos/qvel is the state *before* step t and actions[t] the torque applied during
 step t, so (states[t], actions[t]) is a training pair.
@@ -114,6 +121,30 @@ class Trajectory:
     initial_qpos: np.ndarray
     initial_qvel: np.ndarray
     attrs: dict[str, Any]
+
+
+ATTEMPTS = "attempts"  # root dataset of a randomised file (module docstring)
+
+
+def write_attempts(f: h5py.File, rows: list[dict[str, Any]]) -> None:
+    """The attempts table as one compound dataset (reason as a fixed-length string)."""
+    if not rows:
+        return
+    names = list(rows[0])
+    dtype = [(n, "S32" if n == "reason" else "i8" if n in ("shard", "attempt") else "f8")
+             for n in names]
+    table = np.array([tuple(r[n].encode() if n == "reason" else r[n] for n in names)
+                      for r in rows], dtype=dtype)
+    f.create_dataset(ATTEMPTS, data=table)
+
+
+def read_attempts(f: h5py.File) -> list[dict[str, Any]] | None:
+    """The rows `write_attempts` stored, or None for a file without randomisation."""
+    if ATTEMPTS not in f:
+        return None
+    table = f[ATTEMPTS][()]
+    return [{n: (row[n].decode() if n == "reason" else row[n].item()) for n in table.dtype.names}
+            for row in table]
 
 
 def group_name(trajectory_id: int) -> str:

@@ -7,6 +7,11 @@ whatever the thread count, batching or interruptions. Each outcome goes to the r
 shard file is built beside its final name from the accepted side files, in order, as they are
 consumed, and renamed into place when complete, so a resumed shard equals an uninterrupted one in
 every dataset and attribute and a reader never sees half a shard.
+
+With `randomize.data` each attempt also draws its physics and pushes from its own stream
+(quadpipe.sim.randomize), simulates on the model of that draw, and a kept trajectory stores the
+draw; the shard gets the attempts table (every attempt used, its outcome and its draw). Without it
+nothing of this is drawn, stored or recorded in the settings: the shard is what it always was.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig, to_js
 from quadpipe.data import dataset
 from quadpipe.data.journal import Journal
 from quadpipe.errors import QuadpipeError
+from quadpipe.sim import randomize
 from quadpipe.sim.commands import attempt_rng, sample_sequence
 from quadpipe.sim.expert import references, standing_pose
 from quadpipe.sim.model import build_model, full_state, standing_qpos
+from quadpipe.sim.physics import apply
+from quadpipe.sim.randomize import RandomizeConfig
 from quadpipe.sim.rollout import Rollout, ThreadData, resolve_threads, simulate_one
 from quadpipe.sim.stability import REASONS, STABLE, check_stability
 from quadpipe.sim.state import STATE_DIM, states_from
@@ -55,7 +63,8 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
                    expert: ExpertConfig = ExpertConfig(),
                    stability: StabilityConfig = StabilityConfig(),
                    gen: GenerateConfig = GenerateConfig(),
-                   progress: bool | None = None) -> dict[str, Any]:
+                   progress: bool | None = None,
+                   rand: RandomizeConfig = RandomizeConfig()) -> dict[str, Any]:
     """Write `num` stable trajectories of shard `shard` to HDF5 file `out`; return its summary.
 
     Resumes from `<out>.partial/` if a previous run was interrupted. `progress=None` shows a bar
@@ -63,7 +72,7 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
     """
     out = Path(out)
     _check_args(out, num, seed, shard, gen)
-    header = journal_header(seed, shard, expert, stability, gen)
+    header = journal_header(seed, shard, expert, stability, gen, rand)
     if out.exists():
         return _existing(out, num, header)
     for stale in dataset.stale_temporaries(out):  # a final write killed before its rename
@@ -83,10 +92,12 @@ def generate_shard(out: str | Path, num: int, seed: int, shard: int = 0,
         with dataset.atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as dst:
             shard_file = _ShardFile(dst, journal)
             accepted = _run_attempts(journal, model, initial, num, seed, shard, expert,
-                                     stability, gen, bar, shard_file.add)
-            summary = _summary(journal.outcomes[: accepted[-1] + 1], num, seed, shard, expert,
-                               header, gen.layout)
+                                     stability, gen, bar, shard_file.add, rand)
+            used = journal.outcomes[: accepted[-1] + 1]
+            summary = _summary(used, num, seed, shard, expert, header, gen.layout)
             dataset.write_root_attrs(dst, summary)
+            if rand.data:
+                dataset.write_attempts(dst, _attempt_rows(used, seed, shard, expert, gen, rand))
     finally:
         if bar is not None:
             bar.close()
@@ -120,12 +131,37 @@ def _summary(used: list[str], num: int, seed: int, shard: int, expert: ExpertCon
 
 
 def journal_header(seed: int, shard: int, expert: ExpertConfig, stability: StabilityConfig,
-                   gen: GenerateConfig) -> dict[str, Any]:
-    """Everything that determines a shard's content; a journal resumes only under the same."""
+                   gen: GenerateConfig, rand: RandomizeConfig = RandomizeConfig()
+                   ) -> dict[str, Any]:
+    """Everything that determines a shard's content; a journal resumes only under the same.
+
+    The randomisation ranges are part of it only when randomisation is on, so that a shard
+    without it has the config_json it always had."""
+    extra = {"randomize": rand.ranges()} if rand.data else {}
     return {"seed": seed, "shard": shard,
             "settings": to_json(expert=expert, stability=stability, sampler=_sampler(gen),
-                                storage=_storage_settings(gen)),
+                                storage=_storage_settings(gen), **extra),
             "format_version": dataset.FORMAT_VERSION}
+
+
+def _attempt_draw(index: int, commands: np.ndarray, seed: int, shard: int, expert: ExpertConfig,
+                  rand: RandomizeConfig) -> tuple[Any, randomize.Pushes]:
+    return randomize.attempt_physics(seed, shard, index, rand, len(commands) * expert.cmd_duration,
+                                     expert.dt)
+
+
+def _attempt_rows(used: list[str], seed: int, shard: int, expert: ExpertConfig,
+                  gen: GenerateConfig, rand: RandomizeConfig) -> list[dict[str, Any]]:
+    """The attempts table: each used attempt's outcome and draw, recomputed from its streams
+    (the journal keeps only outcomes), so a resumed shard writes the same table."""
+    rows = []
+    for i, reason in enumerate(used):
+        cmds = sample_sequence(attempt_rng(seed, shard, i), gen.min_moves, gen.max_moves)
+        physics, pushes = _attempt_draw(i, cmds, seed, shard, expert, rand)
+        rows.append({"shard": shard, "attempt": i, "reason": reason,
+                     "duration_s": round(len(cmds) * expert.cmd_duration, 9),
+                     **randomize.summary(physics, pushes)})
+    return rows
 
 
 def _existing(out: Path, num: int, header: dict[str, Any]) -> dict[str, Any]:
@@ -193,8 +229,8 @@ def _check_args(out: Path, num: int, seed: int, shard: int, gen: GenerateConfig)
 
 def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, num: int,
                   seed: int, shard: int, expert: ExpertConfig, stability: StabilityConfig,
-                  gen: GenerateConfig, bar: Any, on_accept: Callable[[int], None]
-                  ) -> list[int]:
+                  gen: GenerateConfig, bar: Any, on_accept: Callable[[int], None],
+                  rand: RandomizeConfig = RandomizeConfig()) -> list[int]:
     """Consume attempts in order until `num` are stable; return the accepted attempt indices.
 
     `on_accept(attempt)` is called for each accepted attempt in order, after its journal line.
@@ -214,10 +250,21 @@ def _run_attempts(journal: Journal, model: mujoco.MjModel, initial: np.ndarray, 
     def run(attempt: Attempt) -> Attempt:
         """Simulate and check one attempt; write a stable one's side file (compressed, final
         format) here in the worker, so compression overlaps other threads' simulation."""
-        r = simulate_one(model, datas.get(), initial, references(attempt.commands, expert))
+        ctrl = references(attempt.commands, expert)
+        if rand.data:
+            physics, pushes = _attempt_draw(attempt.index, attempt.commands, seed, shard, expert,
+                                            rand)
+            r = simulate_one(apply(model, physics), datas.get(), initial, ctrl, pushes)
+            # the motors apply strength x the command; the data hold the command (sim.physics)
+            r.torque = r.torque / np.asarray(physics.motor_strength)
+            extra = {randomize.PHYSICS_ATTR: randomize.as_json(physics, pushes)}
+        else:
+            r = simulate_one(model, datas.get(), initial, ctrl)
+            extra = {}
         attempt.reason = check_stability(r.qpos, r.qvel, r.time, expert.dt, stability)
         if attempt.reason == STABLE:
             traj = _trajectory(attempt, r, expert, seed, shard)
+            traj.attrs.update(extra)
             with h5py.File(journal.tmp_path(attempt.index), "w") as f:
                 dataset.write_trajectory(f, SIDE_GROUP, traj, storage)
         return attempt

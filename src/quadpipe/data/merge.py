@@ -73,8 +73,10 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | P
     with dataset.atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as dst:
         dataset.write_root_attrs(dst, combined)
         new_id = 0
+        attempts: list[dict[str, Any]] = []
         for path, target in zip(shards, targets, strict=True):
             with dataset.open_file(path) as src:
+                attempts += dataset.read_attempts(src) or []
                 for name in dataset.trajectory_names(src):
                     new_id += 1
                     new = dataset.group_name(new_id)
@@ -88,6 +90,7 @@ def merge_shards(shards: Sequence[str | Path], out: str | Path, summary: str | P
                     g.attrs[SOURCE_ID] = g.attrs["trajectory_id"]
                     g.attrs["trajectory_id"] = new_id
                     g.attrs[dataset.SPLIT_ATTR] = splits[new_id - 1]
+        dataset.write_attempts(dst, attempts)  # randomised shards: their attempts, in order
     if summary is not None:
         write_summary(summary, combined)
     dataset.validate(out, read_data=False)

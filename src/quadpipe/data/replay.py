@@ -2,8 +2,9 @@
 visualize step), and render a short video of it.
 
 The expert settings come from the file's own `config_json`, the start from `initial_qpos` /
-`initial_qvel`, so a replay needs nothing but the dataset. States are stored as float32 by default;
-the replay agrees with them to that precision, hence the tolerance.
+`initial_qvel`, a randomised trajectory's physics and pushes from its `physics_json`
+(quadpipe.sim.randomize), so a replay needs nothing but the dataset. States are stored as
+float32 by default; the replay agrees with them to that precision, hence the tolerance.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE) -
     import mujoco
 
     from quadpipe.config import expert_from_json
+    from quadpipe.sim import randomize
     from quadpipe.sim.expert import references
     from quadpipe.sim.model import build_model, full_state
+    from quadpipe.sim.physics import apply
     from quadpipe.sim.rollout import simulate_one
 
     name = dataset.group_name(trajectory_id)
@@ -64,8 +67,13 @@ def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE) -
         expert = expert_from_json(str(f.attrs["config_json"]))
     model = build_model(expert)
     initial = full_state(model, traj.initial_qpos, traj.initial_qvel)
+    pushes: list = []
+    drawn = traj.attrs.get(randomize.PHYSICS_ATTR)
+    if drawn is not None:
+        physics, pushes = randomize.from_json(str(drawn))
+        model = apply(model, physics)
     rollout = simulate_one(model, mujoco.MjData(model), initial,
-                           references(traj.command_sequence, expert))
+                           references(traj.command_sequence, expert), pushes)
     qpos, qvel = rollout.qpos[:-1], rollout.qvel[:-1]
     err_q = _max_error(qpos, traj.qpos)
     err_v = _max_error(qvel, traj.qvel)
@@ -79,6 +87,8 @@ def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE) -
         "tolerance": tolerance,
         "reproduced": bool(err_q <= tolerance and err_v <= tolerance),
         "final_position_m": [float(v) for v in qpos[-1, 0:3]],
+        "randomized": drawn is not None,
+        "pushes": len(pushes),
     }
     return Replay(report, qpos, model, expert.dt)
 

@@ -9,6 +9,10 @@ Everything comes from one pass over the data (`scan`), each trajectory read once
 pass keeps does not grow with the data: channel sums, a fixed-bin histogram of |torque| per joint
 (the box plot's quartiles and whiskers, to its 0.005 N m bins) and the first PATHS_SHOWN paths.
 So stats costs the same per trajectory at 160 or 5,000 trajectories (benchmarks/scale.py).
+
+`acceptance_table` is the stability filter's record: for a randomised dataset, acceptance and
+rejections per reason in quantile bins of each drawn quantity (from the attempts table, every
+attempt the shards used, rejected ones included); otherwise the outcome counts of the summary.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import numpy as np
 import pandas as pd
 
 from quadpipe.data import dataset
+from quadpipe.sim import randomize
 from quadpipe.sim.commands import NAMES
 from quadpipe.sim.model import JOINTS, LEGS
+from quadpipe.sim.stability import REASONS, STABLE
 from quadpipe.sim.state import ACTION_DIM, STATE_DIM, yaw
 
 JOINT_NAMES = tuple(f"{leg}_{joint}" for leg in LEGS for joint in JOINTS)
@@ -38,8 +44,10 @@ PATH_SAMPLE_S = 0.1  # s, resolution of the travelled-distance sum (ignores the 
 PATHS_SHOWN = 200  # trajectories drawn in the top-view plot
 TORQUE_BIN = 0.005  # N m, resolution of the torque distribution
 TORQUE_MAX = 200.0  # N m, top of the histogram (larger values land in its last bin)
-PLOTS = ("paths", "commands", "durations", "torques")
-TABLES = ("trajectories.csv", "summary.csv", "trajectories.html", "summary.html")
+PLOTS = ("paths", "commands", "durations", "torques", "acceptance")
+TABLES = ("trajectories.csv", "summary.csv", "acceptance.csv", "trajectories.html",
+          "summary.html", "acceptance.html")
+ACCEPTANCE_BINS = 5  # quantile bins per drawn quantity
 
 assert len(STATE_NAMES) == STATE_DIM and len(JOINT_NAMES) == ACTION_DIM
 
@@ -56,6 +64,7 @@ class Scan:
     action_sq: np.ndarray
     torque_hist: np.ndarray  # (ACTION_DIM, bins) counts of |torque| in TORQUE_BIN bins
     paths: list[np.ndarray]  # xy of the first PATHS_SHOWN trajectories, every 50th step
+    attempts: pd.DataFrame | None  # the attempts table of a randomised dataset
 
 
 def scan(path: str | Path) -> Scan:
@@ -68,6 +77,7 @@ def scan(path: str | Path) -> Scan:
     paths = []
     with dataset.open_file(path) as f:
         root = dict(f.attrs)
+        drawn = dataset.read_attempts(f)
         names = dataset.trajectory_names(f)
         splits = dataset.split_of(f, names)
         for name, split in zip(names, splits, strict=True):
@@ -87,7 +97,8 @@ def scan(path: str | Path) -> Scan:
             if len(paths) < PATHS_SHOWN:
                 paths.append(qpos[::50, 0:2].astype(np.float64))
     table = pd.DataFrame(rows).set_index("trajectory_id")
-    return Scan(root, table, sums["s"], sums["s2"], sums["a"], sums["a2"], hist, paths)
+    return Scan(root, table, sums["s"], sums["s2"], sums["a"], sums["a2"], hist, paths,
+                None if drawn is None else pd.DataFrame(drawn))
 
 
 def trajectory_table(path: str | Path) -> pd.DataFrame:
@@ -129,6 +140,9 @@ def _trajectory_row(g: Any, split: str, qpos: np.ndarray, actions: np.ndarray
         **{f"peak_torque_{j}": float(v)
            for j, v in zip(JOINT_NAMES, np.abs(actions).max(axis=0), strict=True)},
     }
+    if randomize.PHYSICS_ATTR in a:  # randomised: the draw's scalars
+        physics, pushes = randomize.from_json(str(a[randomize.PHYSICS_ATTR]))
+        row.update({f"physics_{k}": v for k, v in randomize.summary(physics, pushes).items()})
     return row
 
 
@@ -179,6 +193,42 @@ def _channel_rows(kind: str, names: Sequence[str], total: np.ndarray, sq: np.nda
     return rows
 
 
+def acceptance_table(sc: Scan) -> pd.DataFrame:
+    """Attempts, acceptance and rejections per reason: per quantile bin of every drawn quantity
+    when the data are randomised, else one row for all attempts (the summary's counts)."""
+    reasons = [f"rejected_{r}" for r in REASONS]
+    if sc.attempts is None:
+        root = sc.root
+        row = {"quantity": "all attempts", "bin_low": np.nan, "bin_high": np.nan,
+               "attempts": int(root["total_attempts"]), "accepted": int(root["stable_count"]),
+               **{k: int(root[k]) for k in reasons}}
+        rows = [row]
+    else:
+        att = sc.attempts
+        rows = []
+        for quantity in _drawn_quantities(att):
+            values = att[quantity].to_numpy()
+            edges = np.unique(np.quantile(values, np.linspace(0, 1, ACCEPTANCE_BINS + 1)))
+            which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0,
+                            max(len(edges) - 2, 0))
+            for b in range(max(len(edges) - 1, 1)):
+                sel = att[which == b]
+                rows.append({"quantity": quantity, "bin_low": float(edges[b]),
+                             "bin_high": float(edges[min(b + 1, len(edges) - 1)]),
+                             "attempts": len(sel), "accepted": int((sel["reason"] == STABLE).sum()),
+                             **{f"rejected_{r}": int((sel["reason"] == r).sum())
+                                for r in REASONS}})
+    table = pd.DataFrame(rows)
+    table.insert(5, "acceptance_rate", table["accepted"] / table["attempts"].clip(lower=1))
+    return table
+
+
+def _drawn_quantities(attempts: pd.DataFrame) -> list[str]:
+    """The attempts table's drawn quantities that vary (a [1, 1] range is not a quantity)."""
+    keys = [k for k in attempts.columns if k not in ("shard", "attempt", "reason")]
+    return [k for k in keys if attempts[k].nunique() > 1]
+
+
 def write_stats(path: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Write TABLES (CSV and HTML) and plots/<name>.png (PLOTS) into `out_dir`."""
     out_dir = Path(out_dir)
@@ -191,12 +241,18 @@ def write_stats(path: str | Path, out_dir: str | Path) -> dict[str, Path]:
     summary.to_csv(files["summary.csv"], index=False)
     files["trajectories.html"].write_text(html_page(traj, "Trajectories of the dataset"))
     files["summary.html"].write_text(html_page(summary, "Dataset summary", index=False))
-    files.update(write_plots(sc, out_dir / "plots"))
+    accept = acceptance_table(sc)
+    accept.to_csv(files["acceptance.csv"], index=False)
+    files["acceptance.html"].write_text(html_page(accept, "Stability filter: acceptance and "
+                                                   "rejections", index=False))
+    files.update(write_plots(sc, out_dir / "plots", accept))
     return files
 
 
-def write_plots(sc: Scan, out_dir: Path) -> dict[str, Path]:
-    """The report's dataset plots: top-view paths, command mix, durations, torque distributions."""
+def write_plots(sc: Scan, out_dir: Path, accept: pd.DataFrame | None = None
+                ) -> dict[str, Path]:
+    """The report's dataset plots: top-view paths, command mix, durations, torque distributions,
+    and the stability filter's acceptance (`acceptance_table`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,7 +287,54 @@ def write_plots(sc: Scan, out_dir: Path) -> dict[str, Path]:
     ax.set_xticks(range(1, ACTION_DIM + 1), JOINT_NAMES, rotation=60)
     ax.set(ylabel="|torque| (N m)", title="Joint torque distribution (all steps)")
     _save(fig, files["torques"])
+    _acceptance_plot(acceptance_table(sc) if accept is None else accept, files["acceptance"])
     return files
+
+
+def _acceptance_plot(accept: pd.DataFrame, out: Path) -> None:
+    """Share of attempts rejected, stacked by reason, per bin of each drawn quantity (one panel
+    each); for nominal data one bar per outcome."""
+    import matplotlib.pyplot as plt
+
+    reasons = [r for r in REASONS if accept[f"rejected_{r}"].sum() > 0]
+    quantities = list(dict.fromkeys(accept["quantity"]))
+    if quantities == ["all attempts"]:
+        row = accept.iloc[0]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        labels = ["accepted", *REASONS]
+        values = [row["accepted"], *(row[f"rejected_{r}"] for r in REASONS)]
+        ax.bar(labels, values, color=["tab:green"] + ["tab:red"] * len(REASONS))
+        ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right")
+        ax.set(ylabel="attempts", title=f"Stability filter, nominal physics: acceptance "
+                                        f"{row['acceptance_rate']:.0%} of {row['attempts']}")
+        _save(fig, out)
+        return
+    cols = 3
+    nrows = -(-len(quantities) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
+    colors = dict(zip(REASONS, plt.get_cmap("tab10").colors, strict=False))
+    for ax, quantity in zip(axes.flat, quantities, strict=False):
+        rows = accept[accept["quantity"] == quantity]
+        x = np.arange(len(rows))
+        bottom = np.zeros(len(rows))
+        for r in reasons:
+            share = (rows[f"rejected_{r}"] / rows["attempts"].clip(lower=1)).to_numpy()
+            ax.bar(x, share, bottom=bottom, color=colors[r], label=r)
+            bottom += share
+        ax.set_xticks(x, [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(rows["bin_low"],
+                                                                 rows["bin_high"], strict=True)],
+                      rotation=40, ha="right", fontsize=7)
+        ax.set(title=quantity, ylim=(0, max(0.05, float(bottom.max()) * 1.15)),
+               ylabel="share rejected")
+    for ax in axes.flat[len(quantities):]:
+        ax.axis("off")
+    if reasons:
+        axes.flat[0].legend(fontsize=7)
+    total = int(accept[accept["quantity"] == quantities[0]]["attempts"].sum())
+    ok = int(accept[accept["quantity"] == quantities[0]]["accepted"].sum())
+    fig.suptitle(f"Stability filter under randomised physics: {ok} of {total} attempts "
+                 f"accepted ({ok / max(total, 1):.0%}); rejections per reason by drawn quantity")
+    _save(fig, out)
 
 
 def box_stats(hist: np.ndarray, whis: float = 1.5) -> dict[str, float]:

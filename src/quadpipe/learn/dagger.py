@@ -16,6 +16,12 @@ target exactly as the evaluation does (learn.controller, control.closed_loop).
 In round r a share beta / 2**(r-1) of the episodes is driven by the expert itself (fresh
 demonstrations of path following), the rest by the policy.
 
+With `randomize.dagger` every episode also has its own physics and pushes (quadpipe.sim.randomize,
+drawn from the stream `(r, i, 1)` beside its path's `(r, i)`, so the paths stay those of nominal
+DAgger): the policy meets the states that other masses, frictions, motors, slopes and kicks lead
+to, and the expert's label there says how to recover. Labels are the expert's torque *command*
+(what the policy outputs); a weak motor applies strength x that, to both.
+
 A round's episodes can be collected by several jobs (`part` of `parts`, workflow key
 `train.dagger_jobs`) and the samples are the same bit for bit however they are split:
 - episode i draws its path and speed from its own stream, `SeedSequence((DAGGER_STREAM, seed),
@@ -46,7 +52,10 @@ from quadpipe.errors import QuadpipeError
 from quadpipe.learn.controller import PolicyController
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig
+from quadpipe.sim import randomize
 from quadpipe.sim.model import build_model
+from quadpipe.sim.physics import apply
+from quadpipe.sim.randomize import RandomizeConfig
 
 SPEED_RANGE = (0.15, 0.35)  # m/s of the target; the evaluation's default is 0.25
 DAGGER_STREAM = 0xDA66E  # tag in every DAgger seed's entropy (the suite's is SUITE_STREAM)
@@ -93,6 +102,14 @@ def episode_rng(seed: int, rnd: int, episode: int) -> np.random.Generator:
                                                         spawn_key=(rnd, episode)))
 
 
+def episode_physics(seed: int, rnd: int, episode: int, rand: RandomizeConfig, seconds: float,
+                    dt: float) -> tuple[Any, randomize.Pushes]:
+    """Episode `episode` of round `rnd`'s physics and pushes (module docstring)."""
+    rng = np.random.default_rng(np.random.SeedSequence((DAGGER_STREAM, seed),
+                                                       spawn_key=(rnd, episode, 1)))
+    return randomize.draw(rng, rand, seconds, dt)
+
+
 def part_episodes(episodes: int, part: int, parts: int) -> np.ndarray:
     """Global indices of the episodes job `part` of `parts` collects: part, part + parts, ..."""
     if not 0 <= part < parts:
@@ -103,7 +120,8 @@ def part_episodes(episodes: int, part: int, parts: int) -> np.ndarray:
 def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
             seconds: float, stride: int, expert_share: float, seed: int, rnd: int,
             part: int = 0, parts: int = 1, threads: int = 1,
-            follower: FollowerConfig = FollowerConfig()) -> Collected:
+            follower: FollowerConfig = FollowerConfig(),
+            rand: RandomizeConfig = RandomizeConfig()) -> Collected:
     """Run job `part`'s share of the round's `episodes` random-path episodes; every `stride`-th
     step record (observation, label).
 
@@ -145,10 +163,16 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
         return np.where(pol[:, None], np.clip(u, -expert.torque_limit, expert.torque_limit),
                         label)
 
+    models: Any = model
+    pushes = None
+    if rand.dagger:
+        draws = [episode_physics(seed, rnd, int(i), rand, seconds, expert.dt) for i in mine]
+        models = [apply(model, physics) for physics, _ in draws]
+        pushes = [p for _, p in draws]
     fell = np.zeros(episodes, dtype=bool)
     if len(mine):
-        with Episodes(model, q0, len(mine), threads) as sim:
-            trace = run(sim, num, control)
+        with Episodes(models, q0, len(mine), threads) as sim:
+            trace = run(sim, num, control, pushes=pushes)
         fell[mine] = trace.fall_step >= 0
     own = np.zeros(episodes, dtype=bool)
     own[mine] = True

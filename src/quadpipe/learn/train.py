@@ -40,6 +40,7 @@ from quadpipe.learn import tracking
 from quadpipe.learn.batches import Batches
 from quadpipe.learn.policy import Policy, save_checkpoint
 from quadpipe.learn.samples import ObsConfig, trajectory_phase, trajectory_samples
+from quadpipe.sim.randomize import RandomizeConfig
 from quadpipe.sim.state import ACTION_DIM
 
 log = logging.getLogger(__name__)
@@ -564,8 +565,10 @@ def _try_resume(path: Path, fp: str, rnd: int, n_epochs: int, policy: Policy,
 
 
 def collect_part(state_file: str | Path, dataset_path: str | Path, cfg: TrainConfig, rnd: int,
-                 part: int, parts: int, out_file: str | Path) -> Path:
-    """Collect job `part` of `parts` of DAgger round `rnd` with the policy of stage rnd - 1."""
+                 part: int, parts: int, out_file: str | Path,
+                 rand: RandomizeConfig = RandomizeConfig()) -> Path:
+    """Collect job `part` of `parts` of DAgger round `rnd` with the policy of stage rnd - 1
+    (on randomised physics when `rand.dagger`)."""
     from quadpipe.learn import dagger
 
     prev = load_state(state_file)
@@ -578,13 +581,15 @@ def collect_part(state_file: str | Path, dataset_path: str | Path, cfg: TrainCon
     got = dagger.collect(policy, cfg.obs, _dataset_expert(Path(dataset_path)),
                          cfg.dagger_episodes, cfg.dagger_seconds, cfg.dagger_stride,
                          cfg.dagger_expert_share / 2 ** (rnd - 1), cfg.seed, rnd, part, parts,
-                         threads=max(1, cfg.threads))
+                         threads=max(1, cfg.threads), rand=rand)
     log.info("DAgger round %d, part %d of %d: %d episodes, %d samples in %.0f s; policy "
              "episodes fell %.0f%%, torque error %.2f N m RMS", rnd, part + 1, parts,
              int(got.mine.sum()), len(got.x), time.perf_counter() - start,
              100 * got.fall_fraction, got.torque_rmse)
-    return dagger.save(out_file, got, {"seed": cfg.seed, "round": rnd, "part": part,
-                                       "parts": parts})
+    meta = {"seed": cfg.seed, "round": rnd, "part": part, "parts": parts}
+    if rand.dagger:
+        meta["randomize"] = rand.ranges()
+    return dagger.save(out_file, got, meta)
 
 
 def finish(state_file: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dict[str, Any]:
@@ -613,7 +618,8 @@ def finish(state_file: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dic
 
 
 def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
-          sample_dir: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+          sample_dir: str | Path | None = None, progress: bool | None = None,
+          rand: RandomizeConfig = RandomizeConfig()) -> dict[str, Any]:
     """Train a policy: every stage in this process (the workflow runs them as jobs), the stage
     files under `out_dir/stages`; write best.pt, last.pt, history.csv, loss.png to `out_dir`.
 
@@ -629,7 +635,7 @@ def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     parts: list[Path] = []
     for rnd in range(1, cfg.dagger_rounds + 1):
         parts.append(collect_part(last, dataset_path, cfg, rnd, 0, 1,
-                                  stages / f"dagger_{rnd}.npz"))
+                                  stages / f"dagger_{rnd}.npz", rand))
         train_stage(dataset_path, sdir, stages / f"round_{rnd}.pt", cfg, rnd, last, parts,
                     progress)
         last = stages / f"round_{rnd}.pt"

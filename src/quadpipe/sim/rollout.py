@@ -54,16 +54,37 @@ def _state_slices(model: mujoco.MjModel) -> tuple[slice, slice, slice]:
 
 
 def simulate_one(model: mujoco.MjModel, data: mujoco.MjData, initial: np.ndarray,
-                 ctrl: np.ndarray) -> Rollout:
-    """Roll out one trajectory: `initial` full physics state, `ctrl` (T, nu) controls."""
-    ctrl = np.ascontiguousarray(ctrl, dtype=np.float64)[None]
-    init = np.ascontiguousarray(initial, dtype=np.float64)[None]
-    warm = np.zeros((1, model.nv))
-    states, sensors = mj_rollout.rollout(model, data, init, ctrl, initial_warmstart=warm)
-    states = np.concatenate([init, states[0]], axis=0)
+                 ctrl: np.ndarray, pushes: Sequence[tuple[int, np.ndarray]] = ()) -> Rollout:
+    """Roll out one trajectory: `initial` full physics state, `ctrl` (T, nu) controls.
+
+    pushes: [(step, dv), ...] in step order, dv (3,) m/s added to the base's linear velocity just
+    before that step (so row `step` of the result is the state after the kick). The rollout is
+    split at the kicks and each piece continues from the previous one's state and solver warm
+    start, which is exactly one uninterrupted rollout when there are no kicks.
+    """
+    ctrl = np.ascontiguousarray(ctrl, dtype=np.float64)
+    state = np.ascontiguousarray(initial, dtype=np.float64)
+    warm = np.zeros(model.nv)
     t, q, v = _state_slices(model)
+    bounds = [s for s, _ in pushes if 0 < s < len(ctrl)]
+    kicks = {s: dv for s, dv in pushes}
+    if 0 in kicks:
+        state = state.copy()
+        state[v][:3] += kicks[0]
+    rows, torques = [state[None]], []
+    for a, b in zip([0, *bounds], [*bounds, len(ctrl)], strict=True):
+        states, sensors = mj_rollout.rollout(model, data, state[None], ctrl[None, a:b],
+                                             initial_warmstart=warm[None])
+        rows.append(states[0])
+        torques.append(sensors[0])
+        if b < len(ctrl):
+            state = states[0, -1].copy()
+            state[v][:3] += kicks[b]
+            rows[-1][-1] = state
+            warm = data.qacc_warmstart.copy()  # the rollout leaves `data` at its last step
+    states = np.concatenate(rows, axis=0)
     return Rollout(qpos=states[:, q], qvel=states[:, v], time=states[:, t][:, 0],
-                   torque=sensors[0])
+                   torque=np.concatenate(torques, axis=0))
 
 
 class ThreadData:
