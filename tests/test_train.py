@@ -174,3 +174,28 @@ def test_the_controllers_functional_policy_is_bit_identical() -> None:
     x = torch.randn(33, 47) * 3
     with torch.inference_mode():
         assert torch.equal(functional(policy.eval())(x), policy(x))
+
+
+def test_prepared_samples_survive_a_move_and_a_reprepare_under_a_reader(tiny_shard, tmp_path):
+    """results/ moved as a whole (mtimes kept) is not prepared again; preparing again while a
+    training job has the arrays memory-mapped replaces them beside it, so the reader keeps its
+    old arrays (rewriting them in place killed such readers with SIGBUS)."""
+    import shutil
+
+    first = tmp_path / "a"
+    first.mkdir()
+    shutil.copy2(tiny_shard, first / "dataset.h5")
+    meta = prepare(first / "dataset.h5", first / "samples", TINY_TRAIN.obs, 10)
+    moved = tmp_path / "b"
+    shutil.copytree(first, moved, copy_function=shutil.copy2)
+    before = {p.name: p.stat().st_mtime_ns for p in (moved / "samples").iterdir()}
+    assert prepare(moved / "dataset.h5", moved / "samples", TINY_TRAIN.obs, 10) == meta
+    assert {p.name: p.stat().st_mtime_ns for p in (moved / "samples").iterdir()} == before
+
+    x, _ = load_arrays(moved / "samples", dataset.TRAIN)
+    kept = np.array(x)
+    other = prepare(moved / "dataset.h5", moved / "samples", TINY_TRAIN.obs, 5)  # new stride
+    assert other["counts"][dataset.TRAIN] > meta["counts"][dataset.TRAIN]
+    np.testing.assert_array_equal(x, kept)  # the mapped old array is intact
+    assert len(load_arrays(moved / "samples", dataset.TRAIN)[0]) == other["counts"]["train"]
+    assert not list((moved / "samples").glob(".*tmp*"))

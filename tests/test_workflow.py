@@ -221,6 +221,25 @@ def test_a_generation_parameter_regenerates_every_shard(finished, change):
 
 
 @pytest.mark.slow
+def test_randomisation_reruns_only_the_stages_it_randomises(finished):
+    """randomize.dagger: the collection and what follows it, not the data nor behaviour cloning;
+    randomize.data: every shard; ranges while both are off: nothing at all."""
+    jobs = planned(finished, {"randomize": {"dagger": True}})
+    assert sorted(jobs["dagger_collect"]) == [
+        f"results/train/seed_{s}/dagger/round_1/part_{p}_of_2.npz" for s in (0, 1)
+        for p in (0, 1)]
+    assert sorted(jobs["train_stage"]) == [f"results/train/seed_{s}/stages/round_1.pt"
+                                           for s in (0, 1)]
+    assert not {"generate_shard", "merge", "prepare"} & set(jobs)
+    jobs = planned(finished, {"randomize": {"data": True}})
+    assert sorted(jobs["generate_shard"]) == ["results/shards/shard_0.h5",
+                                              "results/shards/shard_1.h5"]
+    assert set(jobs) == {"generate_shard", "merge"} | AFTER_MERGE
+    assert planned(finished, {"randomize": {"physics": {"friction": [0.5, 1.0]},
+                                            "pushes": {"velocity": [0.1, 0.2]}}}) == {}
+
+
+@pytest.mark.slow
 def test_thread_count_regenerates_nothing(finished):
     jobs = planned(finished, {"generate": {"threads": 1}})
     assert not ({"generate_shard", "merge"} | TRAINING) & set(jobs)
@@ -276,6 +295,7 @@ def test_the_schema_defaults_are_the_library_defaults():
     from quadpipe.evaluation.named import EvalConfig
     from quadpipe.evaluation.suite import SuiteConfig
     from quadpipe.learn.train import TrainConfig
+    from quadpipe.sim.randomize import RandomizeConfig
 
     def plain(v):
         if isinstance(v, dict):
@@ -288,7 +308,8 @@ def test_the_schema_defaults_are_the_library_defaults():
     job_only = {("train", "seed")}
     for section, cls in [("expert", ExpertConfig), ("stability", StabilityConfig),
                          ("generate", GenerateConfig), ("train", TrainConfig),
-                         ("eval", EvalConfig), ("suite", SuiteConfig)]:
+                         ("eval", EvalConfig), ("suite", SuiteConfig),
+                         ("randomize", RandomizeConfig)]:
         props = schema["properties"][section]["properties"]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         assert {(section, p) for p in props} - workflow_only == {

@@ -110,9 +110,11 @@ class TrainConfig:
 
 
 def _fingerprint(path: Path, obs: ObsConfig, stride: int) -> dict[str, Any]:
+    """What the samples were made from. Not the dataset's absolute path: results/ moved as a
+    whole (`mv`, `cp -a`, `rsync -a` to a cluster) must not prepare its samples again."""
     st = path.stat()
-    return {"version": PREPARE_VERSION, "dataset": str(path.resolve()), "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns, "obs": dataclasses.asdict(obs), "stride": stride}
+    return {"version": PREPARE_VERSION, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "obs": dataclasses.asdict(obs), "stride": stride}
 
 
 def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, stride: int,
@@ -145,30 +147,38 @@ def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, strid
             per_traj.append(len(range(0, max(n - obs.horizon, 0), stride)))
         for k, s in zip(per_traj, splits, strict=True):
             counts[s] += k
-        arrays = {(s, a): np.lib.format.open_memmap(
-            out / f"{s}_{a}.npy", mode="w+", dtype=np.float32,
-            shape=(counts[s], obs.dim if a == "X" else ACTION_DIM)) for s in SPLITS for a in "XY"}
+        # Each array is written beside its name and renamed into place (as meta.json last): a
+        # training job that has the old arrays memory-mapped keeps reading them (rewriting them
+        # in place would kill it with SIGBUS), and a kill leaves no half array under its name.
         sums = {a: np.zeros(obs.dim if a == "X" else ACTION_DIM) for a in "XY"}
         sq = {a: np.zeros_like(sums[a]) for a in "XY"}
-        filled = {s: 0 for s in SPLITS}
-        for name, s in _progress(list(zip(names, splits, strict=True)), progress, "prepare"):
-            g = f[name]
-            qpos, qvel, actions = g["qpos"][()], g["qvel"][()], g["actions"][()]
-            phase = trajectory_phase(g["command_sequence"][()], len(qpos),
-                                     float(g.attrs["cmd_duration"]), float(g.attrs["dt"])) \
-                if obs.gait_clock else None
-            x, y = trajectory_samples(qpos, qvel, actions, obs, stride, phase)
-            a, b = filled[s], filled[s] + len(x)
-            arrays[(s, "X")][a:b], arrays[(s, "Y")][a:b] = x, y
-            filled[s] = b
-            if s == dataset.TRAIN:
-                for key, v in (("X", x), ("Y", y)):
-                    v64 = v.astype(np.float64)
-                    sums[key] += v64.sum(0)
-                    sq[key] += (v64 * v64).sum(0)
-        for arr in arrays.values():
-            arr.flush()
-        del arrays
+        with contextlib.ExitStack() as stack:
+            tmp = {(s, a): stack.enter_context(dataset.atomic_path(out / f"{s}_{a}.npy"))
+                   for s in SPLITS for a in "XY"}
+            arrays = {(s, a): np.lib.format.open_memmap(
+                tmp[(s, a)], mode="w+", dtype=np.float32,
+                shape=(counts[s], obs.dim if a == "X" else ACTION_DIM))
+                for s in SPLITS for a in "XY"}
+            filled = {s: 0 for s in SPLITS}
+            for name, s in _progress(list(zip(names, splits, strict=True)), progress,
+                                     "prepare"):
+                g = f[name]
+                qpos, qvel, actions = g["qpos"][()], g["qvel"][()], g["actions"][()]
+                phase = trajectory_phase(g["command_sequence"][()], len(qpos),
+                                         float(g.attrs["cmd_duration"]),
+                                         float(g.attrs["dt"])) if obs.gait_clock else None
+                x, y = trajectory_samples(qpos, qvel, actions, obs, stride, phase)
+                a, b = filled[s], filled[s] + len(x)
+                arrays[(s, "X")][a:b], arrays[(s, "Y")][a:b] = x, y
+                filled[s] = b
+                if s == dataset.TRAIN:
+                    for key, v in (("X", x), ("Y", y)):
+                        v64 = v.astype(np.float64)
+                        sums[key] += v64.sum(0)
+                        sq[key] += (v64 * v64).sum(0)
+            for arr in arrays.values():
+                arr.flush()
+            del arrays
     n = counts[dataset.TRAIN]
     stats = {}
     for key in "XY":
@@ -177,7 +187,8 @@ def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, strid
         stats[f"{key}_std"] = np.sqrt(np.maximum(sq[key] / n - mean ** 2, 0.0)).tolist()
     meta = {"fingerprint": fp, "counts": counts, "trajectories": {
         s: splits.count(s) for s in SPLITS}, "expert": gains, **stats}
-    meta_file.write_text(json.dumps(meta))
+    with dataset.atomic_path(meta_file) as tmp_meta:
+        tmp_meta.write_text(json.dumps(meta))
     return meta
 
 
