@@ -245,3 +245,21 @@ def test_bad_ranges_are_refused_by_name() -> None:
     cfg = RandomizeConfig.from_mapping({"data": True, "physics": {"slope_deg": [1.0, 2.0]}})
     assert cfg.data and cfg.physics.slope_deg == (1.0, 2.0)
     assert cfg.physics.joint_damping_scale == RandomizeConfig().physics.joint_damping_scale
+
+
+def test_a_rollout_split_at_zero_kicks_is_the_uninterrupted_rollout() -> None:
+    """Kicks split the C rollout; each piece carries on from the last one's state and warm start,
+    so zero-size kicks change nothing, bit for bit, and a real kick changes the velocity."""
+    model = build_model(TINY_EXPERT)
+    initial = full_state(model, standing_qpos(model, *standing_pose()))
+    ctrl = references(np.array([1, 3], dtype=np.int32), TINY_EXPERT)
+    data = mujoco.MjData(model)
+    whole = simulate_one(model, data, initial, ctrl)
+    zero = [(s, np.zeros(3)) for s in (0, 1, 137, 400, len(ctrl) - 1)]
+    split = simulate_one(model, data, initial, ctrl, zero)
+    for a, b in ((whole.qpos, split.qpos), (whole.qvel, split.qvel), (whole.torque, split.torque),
+                 (whole.time, split.time)):
+        np.testing.assert_array_equal(a, b)
+    kicked = simulate_one(model, data, initial, ctrl, [(300, np.array([0.5, 0.0, 0.0]))])
+    np.testing.assert_array_equal(kicked.qpos[:301], whole.qpos[:301])
+    assert kicked.qvel[300, 0] == pytest.approx(whole.qvel[300, 0] + 0.5)
