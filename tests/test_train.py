@@ -199,3 +199,17 @@ def test_prepared_samples_survive_a_move_and_a_reprepare_under_a_reader(tiny_sha
     np.testing.assert_array_equal(x, kept)  # the mapped old array is intact
     assert len(load_arrays(moved / "samples", dataset.TRAIN)[0]) == other["counts"]["train"]
     assert not list((moved / "samples").glob(".*tmp*"))
+
+
+def test_samples_prepared_with_a_path_in_their_fingerprint_are_still_current(tiny_shard,
+                                                                              tmp_path):
+    """Samples from before the dataset's path left the fingerprint are not prepared again (a
+    training stage doing so would make Snakemake rerun behaviour cloning afterwards)."""
+    import json
+
+    meta = prepare(tiny_shard, tmp_path, TINY_TRAIN.obs, 10)
+    old = {**meta, "fingerprint": {**meta["fingerprint"], "dataset": str(tiny_shard)}}
+    (tmp_path / "meta.json").write_text(json.dumps(old))
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert prepare(tiny_shard, tmp_path, TINY_TRAIN.obs, 10) == old
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before

@@ -129,7 +129,9 @@ def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, strid
     fp = _fingerprint(path if path.exists() else _missing(path), obs, stride)
     if meta_file.exists():
         meta = json.loads(meta_file.read_text())
-        if meta.get("fingerprint") == fp:
+        stored = dict(meta.get("fingerprint") or {})
+        stored.pop("dataset", None)  # samples prepared before the path left the fingerprint
+        if stored == fp:
             return meta
     with dataset.open_file(path) as f:
         names = dataset.trajectory_names(f)
