@@ -68,7 +68,7 @@ class TrainConfig:
     noise_base: float = 0.5  # std of base-state noise (z, orientation, velocities), in units of
     # each column's std; labels unchanged (the expert ignores the base state); 0 = off
     # DAgger on random paths after behaviour cloning (quadpipe.learn.dagger; why: docs/training.md)
-    dagger_rounds: int = 2  # 0 = plain behaviour cloning
+    dagger_rounds: int = 3  # 0 = plain behaviour cloning (why 3: docs/training.md, Finding 6)
     dagger_episodes: int = 64  # episodes per round, each on its own random path
     dagger_seconds: float = 8.0  # s per episode (from standing)
     dagger_stride: int = 5  # record every k-th step of an episode
