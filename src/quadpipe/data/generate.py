@@ -37,7 +37,7 @@ from quadpipe.sim import randomize
 from quadpipe.sim.commands import attempt_rng, sample_sequence
 from quadpipe.sim.expert import references, standing_pose
 from quadpipe.sim.model import build_model, full_state, standing_qpos
-from quadpipe.sim.physics import apply
+from quadpipe.sim.physics import PhysicsDraw, apply
 from quadpipe.sim.randomize import RandomizeConfig
 from quadpipe.sim.rollout import Rollout, ThreadData, resolve_threads, simulate_one
 from quadpipe.sim.stability import REASONS, STABLE, check_stability
@@ -145,7 +145,7 @@ def journal_header(seed: int, shard: int, expert: ExpertConfig, stability: Stabi
 
 
 def _attempt_draw(index: int, commands: np.ndarray, seed: int, shard: int, expert: ExpertConfig,
-                  rand: RandomizeConfig) -> tuple[Any, randomize.Pushes]:
+                  rand: RandomizeConfig) -> tuple[PhysicsDraw, randomize.Pushes]:
     return randomize.attempt_physics(seed, shard, index, rand, len(commands) * expert.cmd_duration,
                                      expert.dt)
 

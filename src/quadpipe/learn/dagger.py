@@ -54,7 +54,7 @@ from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.sim import randomize
 from quadpipe.sim.model import build_model
-from quadpipe.sim.physics import apply
+from quadpipe.sim.physics import PhysicsDraw, apply
 from quadpipe.sim.randomize import RandomizeConfig
 
 SPEED_RANGE = (0.15, 0.35)  # m/s of the target; the evaluation's default is 0.25
@@ -103,7 +103,7 @@ def episode_rng(seed: int, rnd: int, episode: int) -> np.random.Generator:
 
 
 def episode_physics(seed: int, rnd: int, episode: int, rand: RandomizeConfig, seconds: float,
-                    dt: float) -> tuple[Any, randomize.Pushes]:
+                    dt: float) -> tuple[PhysicsDraw, randomize.Pushes]:
     """Episode `episode` of round `rnd`'s physics and pushes (module docstring)."""
     rng = np.random.default_rng(np.random.SeedSequence((DAGGER_STREAM, seed),
                                                        spawn_key=(rnd, episode, 1)))
