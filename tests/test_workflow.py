@@ -223,7 +223,7 @@ def test_a_generation_parameter_regenerates_every_shard(finished, change):
 @pytest.mark.slow
 def test_randomisation_reruns_only_the_stages_it_randomises(finished):
     """randomize.dagger: the collection and what follows it, not the data nor behaviour cloning;
-    randomize.data: every shard; ranges while both are off: nothing at all."""
+    randomize.data: every shard; ranges while both are off: nothing but the report."""
     jobs = planned(finished, {"randomize": {"dagger": True}})
     assert sorted(jobs["dagger_collect"]) == [
         f"results/train/seed_{s}/dagger/round_1/part_{p}_of_2.npz" for s in (0, 1)
@@ -235,8 +235,9 @@ def test_randomisation_reruns_only_the_stages_it_randomises(finished):
     assert sorted(jobs["generate_shard"]) == ["results/shards/shard_0.h5",
                                               "results/shards/shard_1.h5"]
     assert set(jobs) == {"generate_shard", "merge"} | AFTER_MERGE
-    assert planned(finished, {"randomize": {"physics": {"friction": [0.5, 1.0]},
-                                            "pushes": {"velocity": [0.1, 0.2]}}}) == {}
+    ranges = {"randomize": {"physics": {"friction": [0.5, 1.0]},
+                            "pushes": {"velocity": [0.1, 0.2]}}}
+    assert set(planned(finished, ranges)) == {"report", "all"}  # the report embeds all config
 
 
 @pytest.mark.slow
