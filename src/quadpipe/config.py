@@ -93,6 +93,28 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
     return cls(**out)
 
 
+def from_mapping_nested(cls: type[T], data: Mapping[str, Any] | None, where: str,
+                        nested: Mapping[str, type]) -> T:
+    """`from_mapping` for a section with subsections (name -> dataclass): each subsection's keys
+    are refused or coerced under `where.name`, and a key it leaves out takes the value of `cls`'s
+    own default subsection (which may differ from the subsection class's defaults)."""
+    data = dict(data or {})
+    defaults = cls()
+    sub = {k: from_mapping(t, {**dataclasses.asdict(getattr(defaults, k)),
+                               **(data.pop(k, None) or {})}, f"{where}.{k}")
+           for k, t in nested.items()}
+    return dataclasses.replace(from_mapping(cls, data, where), **sub)
+
+
+def check_ranges(where: str, obj: Any, skip: tuple[str, ...] = ()) -> None:
+    """Refuse a [low, high] tuple field of dataclass `obj` with low > high, naming it."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.name not in skip and isinstance(v, tuple) and v[0] > v[1]:
+            raise ConfigError(f"{where}.{f.name} must be [low, high] with low <= high, "
+                              f"got {list(v)}")
+
+
 def _coerce(value: Any, default: Any, key: str, variable: bool = False) -> Any:
     if isinstance(default, bool):
         if not isinstance(value, bool):

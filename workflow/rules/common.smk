@@ -63,20 +63,16 @@ def settings(*sections, drop=()):
     )
 
 
-def randomize_section(use):
-    """The randomize section as job `use` ("data" or "dagger") reads it: its switch and the
-    ranges, not the other switch (flipping that one must not rerun this job)."""
-    r = config["randomize"]
-    return {use: True, "physics": r["physics"], "pushes": r["pushes"]}
-
-
-def generate_settings():
-    """generate_shard's settings; the randomize section only when the data are randomised, so
-    that without randomisation the job (and its shard) is what it was before the section.
+def with_randomize(text, use):
+    """Settings JSON `text`, with the randomize section as job `use` ("data" or "dagger") reads
+    it when that switch is on: the switch and the ranges, not the other switch (flipping that one
+    must not rerun this job). Off, `text` unchanged: the job is what it was before the section.
     """
-    out = json.loads(settings("expert", "stability", "generate", drop=("threads",)))
-    if config["randomize"]["data"]:
-        out["randomize"] = randomize_section("data")
+    r = config["randomize"]
+    if not r[use]:
+        return text
+    out = json.loads(text)
+    out["randomize"] = {use: True, "physics": r["physics"], "pushes": r["pushes"]}
     return json.dumps(out, sort_keys=True)
 
 
@@ -166,16 +162,11 @@ DAGGER_KEYS = {
 
 
 def stage_settings(wildcards):
-    """The train settings of one stage or collection job of round `wildcards.round`."""
+    """The train settings of one stage or collection job of round `wildcards.round` (with the
+    DAgger episodes' physics, learn.dagger, from round 1 on)."""
     rnd = int(wildcards.round)
-    out = json.loads(
-        train_settings(wildcards, DAGGER_KEYS if rnd == 0 else {"dagger_rounds"})
-    )
-    if (
-        rnd > 0 and config["randomize"]["dagger"]
-    ):  # the episodes' physics (learn.dagger)
-        out["randomize"] = randomize_section("dagger")
-    return json.dumps(out, sort_keys=True)
+    text = train_settings(wildcards, DAGGER_KEYS if rnd == 0 else {"dagger_rounds"})
+    return with_randomize(text, "dagger") if rnd > 0 else text
 
 
 def stage_file(seed, rnd):

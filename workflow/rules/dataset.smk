@@ -19,7 +19,9 @@ rule generate_shard:
         num=config["dataset"]["trajectories_per_shard"],
         seed=config["dataset"]["seed"],
         # threads do not change the data (quadpipe.data.generate), so they are not a parameter
-        settings=generate_settings(),
+        settings=with_randomize(
+            settings("expert", "stability", "generate", drop=("threads",)), "data"
+        ),
     shell:
         "echo {params.settings:q} > {log.settings} && "
         "python -m quadpipe generate --num {params.num} --seed {params.seed} --shard {wildcards.shard} "

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from quadpipe.config import ExpertConfig, from_mapping
+from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested
 from quadpipe.control.closed_loop import start_qpos
 from quadpipe.control.follower import FollowerConfig, Target
 from quadpipe.control.paths import random_path
@@ -69,20 +69,14 @@ class SuiteConfig:
                               "suite.seconds > 0")
         for c in self.conditions:
             check_condition(c)
-        for where, r in (("suite", self), ("suite.randomized", self.randomized),
-                         ("suite.pushes", self.pushes)):
-            for f in dataclasses.fields(r):
-                v = getattr(r, f.name)
-                if f.name != "conditions" and isinstance(v, tuple) and v[0] > v[1]:
-                    raise ConfigError(f"{where}.{f.name} must be [low, high] with low <= high, "
-                                      f"got {list(v)}")
+        check_ranges("suite", self, skip=("conditions",))
+        check_ranges("suite.randomized", self.randomized)
+        check_ranges("suite.pushes", self.pushes)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> SuiteConfig:
-        data = dict(data or {})
-        nested = {"randomized": PhysicsRanges, "pushes": PushRanges}
-        sub = {k: from_mapping(t, data.pop(k, None), f"suite.{k}") for k, t in nested.items()}
-        return dataclasses.replace(from_mapping(cls, data, "suite"), **sub)
+        return from_mapping_nested(cls, data, "suite",
+                                   {"randomized": PhysicsRanges, "pushes": PushRanges})
 
 
 def check_condition(name: str) -> str:

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from quadpipe.config import from_mapping
-from quadpipe.errors import ConfigError
+from quadpipe.config import check_ranges, from_mapping_nested
 from quadpipe.sim.physics import PhysicsDraw, PhysicsRanges, PushRanges, draw_physics, draw_pushes
 
 PHYSICS_STREAM = 0x9417D  # tag in every generation physics stream's entropy
@@ -47,20 +46,13 @@ class RandomizeConfig:
     pushes: PushRanges = PushRanges()
 
     def __post_init__(self) -> None:
-        for where, r in (("randomize.physics", self.physics), ("randomize.pushes", self.pushes)):
-            for f in dataclasses.fields(r):
-                v = getattr(r, f.name)
-                if v[0] > v[1]:
-                    raise ConfigError(f"{where}.{f.name} must be [low, high] with low <= high, "
-                                      f"got {list(v)}")
+        check_ranges("randomize.physics", self.physics)
+        check_ranges("randomize.pushes", self.pushes)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> RandomizeConfig:
-        data = dict(data or {})
-        sub = {k: from_mapping(t, {**dataclasses.asdict(getattr(cls(), k)),
-                                   **(data.pop(k, None) or {})}, f"randomize.{k}")
-               for k, t in (("physics", PhysicsRanges), ("pushes", PushRanges))}
-        return dataclasses.replace(from_mapping(cls, data, "randomize"), **sub)
+        return from_mapping_nested(cls, data, "randomize",
+                                   {"physics": PhysicsRanges, "pushes": PushRanges})
 
     def ranges(self) -> dict[str, Any]:
         """The ranges alone (what a randomised shard's settings record)."""
