@@ -34,7 +34,7 @@ from quadpipe.evaluation.suite import SuiteConfig, episode_plan
 from quadpipe.learn.controller import PolicyController
 from quadpipe.learn.policy import Policy, load_checkpoint
 from quadpipe.learn.samples import ObsConfig, observe
-from quadpipe.learn.train import TrainConfig
+from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.expert import MODE_FORWARD, gait_phase
 from quadpipe.sim.model import build_model
 

@@ -16,7 +16,7 @@ side in one run, batches of 256, 1024 and 4096 rows are delivered by:
 Each figure is samples/s over one pass of at least 2M rows after a warm-up pass (the memory map
 is then in the page cache, as it is from an epoch's second pass on). Then training samples/s
 (forward, backward, AdamW, the default MLP and noise) on the CPU and, where there is one, the
-GPU, through quadpipe.learn.train.run_epoch. Ends with one line of ratios.
+GPU, through quadpipe.learn.epochs.run_epoch. Ends with one line of ratios.
 """
 
 from __future__ import annotations
@@ -33,14 +33,10 @@ import numpy as np
 import torch
 
 from quadpipe.learn.batches import Batches
-from quadpipe.learn.train import (
-    JointNoise,
-    TrainConfig,
-    build_policy,
-    load_arrays,
-    make_optimizer,
-    run_epoch,
-)
+from quadpipe.learn.epochs import build_policy, make_optimizer, run_epoch
+from quadpipe.learn.noise import JointNoise
+from quadpipe.learn.prepare import load_arrays
+from quadpipe.learn.train_config import TrainConfig
 
 BATCH_SIZES = (256, 1024, 4096)
 

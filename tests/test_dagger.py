@@ -16,7 +16,8 @@ from quadpipe.data import dataset
 from quadpipe.learn import dagger
 from quadpipe.learn.policy import Policy, load_checkpoint
 from quadpipe.learn.samples import ObsConfig
-from quadpipe.learn.train import TrainConfig, train
+from quadpipe.learn.train import train
+from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.expert import references
 
 OBS = ObsConfig(horizon=200, waypoint_every=40, gait_clock=True)

@@ -19,15 +19,9 @@ import yaml
 
 from quadpipe.cli import main
 from quadpipe.learn.policy import load_checkpoint
-from quadpipe.learn.train import (
-    TrainConfig,
-    collect_part,
-    finish,
-    load_state,
-    resume_path,
-    train,
-    train_stage,
-)
+from quadpipe.learn.stages import load_state, resume_path
+from quadpipe.learn.train import collect_part, finish, train, train_stage
+from quadpipe.learn.train_config import TrainConfig
 
 # Tiny but with enough batches per epoch (stride 1, batch 16) that a stage runs for seconds and
 # can be killed between its epochs' checkpoints; noise on, so the noise generator's state counts.

@@ -20,8 +20,8 @@ from quadpipe.data.generate import generate_shard
 from quadpipe.data.merge import merge_shards
 from quadpipe.data.stats import summary_table
 from quadpipe.errors import QuadpipeError
+from quadpipe.learn.prepare import load_arrays, prepare
 from quadpipe.learn.samples import ObsConfig
-from quadpipe.learn.train import load_arrays, prepare
 
 OBS = ObsConfig(horizon=200, waypoint_every=40)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from quadpipe.errors import ConfigError
-from quadpipe.learn.train import TrainConfig, train
+from quadpipe.learn.train import train
+from quadpipe.learn.train_config import TrainConfig
 
 # One behaviour-cloning epoch and one short DAgger round: every kind of figure, in seconds.
 TINY = dict(epochs=2, sample_stride=10, hidden=(16, 16), horizon=200, waypoint_every=40,

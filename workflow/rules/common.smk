@@ -8,8 +8,18 @@ from snakemake.utils import validate
 
 from quadpipe.control.paths import parse_paths
 from quadpipe.errors import ConfigError
+from quadpipe.overrides import apply_overrides, check, load_schema
 
-validate(config, schema="../schemas/config.schema.yaml")
+SCHEMA_FILE = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+try:
+    # --config hands nested values over as strings: type them by the schema first, then
+    # refuse a bad key in one line naming it (Snakemake's validate prints a dozen)
+    schema = load_schema(SCHEMA_FILE)
+    apply_overrides(config, workflow.config_settings.config, schema)
+    check(config, schema)
+except ConfigError as exc:
+    raise WorkflowError(f"config: {exc}") from None
+validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
 
 try:  # path entries are data: check them now, with one message naming the entry
     PATHS = {
@@ -42,7 +52,7 @@ CHECKPOINT = "results/train/best.pt"
 POLICY_ONNX = "results/train/best.onnx"
 POLICY_TORCHSCRIPT = "results/train/best.torchscript.pt"
 SAMPLES = "results/train/samples/meta.json"
-# the train keys that shape the prepared samples (quadpipe.learn.train.prepare)
+# the train keys that shape the prepared samples (quadpipe.learn.prepare.prepare)
 SAMPLE_KEYS = {"horizon", "waypoint_every", "sample_stride", "gait_clock", "path_frame"}
 HEADLINE = "results/report/headline.rst"
 LANDING = "results/report/landing.rst"
@@ -149,7 +159,7 @@ def train_settings(wildcards, drop=()):
     return json.dumps({"train": {**train, "seed": int(wildcards.seed)}}, sort_keys=True)
 
 
-# train keys a stage of round r does not read (quadpipe.learn.train.stage_keys): behaviour
+# train keys a stage of round r does not read (quadpipe.learn.stages.stage_keys): behaviour
 # cloning no DAgger key, no stage `dagger_rounds`, so adding a round reruns only the new round
 DAGGER_KEYS = {
     "dagger_rounds",

@@ -1,5 +1,5 @@
 """CLI verbs of the learning stage: prepare, train, and the stages the workflow runs as jobs
-(train-stage, collect, finish-training); thin shells over learn.train."""
+(train-stage, collect, finish-training); thin shells over learn.prepare and learn.train."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from quadpipe.cli.main import load_config, verb
 
 def _train_config(path: str | None):
     from quadpipe.config import from_mapping
-    from quadpipe.learn.train import TrainConfig
+    from quadpipe.learn.train_config import TrainConfig
 
     return from_mapping(TrainConfig, load_config(path).get("train"), "train")
 
@@ -30,7 +30,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 @verb("prepare", _prepare_args)
 def _prepare(args: argparse.Namespace) -> None:
     """Write the training samples as memory-mapped float32 arrays (train/valid split)."""
-    from quadpipe.learn.train import prepare
+    from quadpipe.learn.prepare import prepare
 
     cfg = _train_config(args.config)
     meta = prepare(args.dataset, args.out, cfg.obs, cfg.sample_stride)

@@ -1,6 +1,6 @@
 """Experiment tracking: where a training run's config, losses, DAgger rounds and evaluation go.
 
-`train.logger` picks the back end. history.csv is always written by learn.train (the "csv"
+`train.logger` picks the back end. history.csv is always written by learn.history (the "csv"
 logger is just that file), so every run keeps a plain-text record whatever the choice;
 "tensorboard" adds event files under `<run dir>/tensorboard/`, "wandb" a Weights & Biases run
 under `<run dir>/wandb/` (the original's choice; `train.wandb_mode: offline`, the default, needs
@@ -64,7 +64,7 @@ def run_id(run_dir: str | Path) -> str:
 
 
 class Tracker:
-    """One training run's sink; the csv logger is a no-op here (learn.train writes history.csv)."""
+    """One training run's sink; the csv logger does nothing (learn.history writes history.csv)."""
 
     def __init__(self, logger: str, run_dir: str | Path, config: dict[str, Any] | None = None,
                  wandb_mode: str = "offline", wandb_project: str = "quadpipe",
