@@ -11,7 +11,7 @@ import pytest
 from quadpipe.cli import main
 from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import Episodes, start_qpos
-from quadpipe.evaluation.intervals import bootstrap, wilson
+from quadpipe.evaluation.intervals import bootstrap, effective_n, mcnemar_exact, wilson
 from quadpipe.evaluation.metrics import success
 from quadpipe.evaluation.rollouts import run_groups
 from quadpipe.evaluation.suite import SUITE_STREAM, SuiteConfig, episode_plan, run_condition
@@ -145,6 +145,18 @@ def test_suite_json_pairs_every_seed_with_the_expert(tiny_policies, tmp_path) ->
     assert r["policy"]["pooled"]["n"] == 8 and r["expert"]["n"] == 4
     k = sum(e["expert"]["success"] for e in r["episodes"])
     assert r["expert"]["successes"] == k and r["expert"]["ci95"] == list(wilson(k, 4))
+    # the pooled policy interval counts episodes, not seeds x episodes, as independent trials
+    ok = np.array([[e["policy"][n]["success"] for e in r["episodes"]]
+                   for n in ("seed_3", "seed_7")])
+    pooled = r["policy"]["pooled"]
+    assert pooled["successes"] == ok.sum() and pooled["effective_n"] == effective_n(ok)
+    assert pooled["ci95"] == list(wilson(ok.mean() * effective_n(ok), effective_n(ok)))
+    # paired: policy (mean over seeds) - expert per episode, and each seed's discordant episodes
+    x = np.array([e["expert"]["success"] for e in r["episodes"]])
+    assert r["paired"]["success_diff"] == pytest.approx((ok.mean(axis=0) - x).mean())
+    for row, m in zip(ok, r["paired"]["per_seed"], strict=True):
+        assert (m["policy_only"], m["expert_only"]) == ((row & ~x).sum(), (~row & x).sum())
+        assert m["mcnemar_p"] == mcnemar_exact(m["policy_only"], m["expert_only"])
     assert len({e["physics"]["friction"] for e in r["episodes"]}) == 4
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 
+import pytest
 from docutils.core import publish_parts
 
+from quadpipe.evaluation.intervals import wilson
 from quadpipe.evaluation.suite import summarise
 from quadpipe.evaluation.tables import headline_rst, path_table, suite_table, write_reports
 
@@ -77,6 +79,12 @@ def test_suite_summary_counts_successes_and_pairs_only_walked_episodes() -> None
     assert r["ratio"]["median"] == 1.2
     row = suite_table([r]).loc["pushes"]
     assert row["expert success (95% CI)"].startswith("3/4 = 75 %")
+    # per episode policy - expert: (0, -1, +1, 0): no difference on average, b = c = 1
+    assert r["paired"]["success_diff"] == 0.0
+    assert r["paired"]["per_seed"] == [{"seed": "seed_0", "policy_only": 1, "expert_only": 1,
+                                        "mcnemar_p": 1.0}]
+    assert row["policy - expert success, paired (95% CI)"].startswith("+0 pp [")
+    assert row["McNemar exact p (Bonferroni over seeds)"] == "p = 1"
 
 
 def test_headline_is_valid_rst_with_both_tables(tmp_path) -> None:
@@ -91,7 +99,16 @@ def test_headline_is_valid_rst_with_both_tables(tmp_path) -> None:
                          for t in tables.rows)
     assert paths["path"] == "circle" and paths["falls"] == "0/2"
     assert conditions["condition"] == "nominal"
-    assert conditions["policy success"].startswith("9/10 = 90 %")
+    # per-episode policy success (1, 1, 1, 1, 0.5): p = 0.9, sample variance 0.2 / 4 = 0.05,
+    # Var(p) = 0.05 / 5 = 0.01, effective trials 0.09 / 0.01 = 9 (not 10: seeds share episodes)
+    pooled = suite[0]["policy"]["pooled"]
+    assert pooled["effective_n"] == pytest.approx(9.0)
+    assert pooled["ci95"] == pytest.approx(wilson(0.9 * 9, 9))
+    lo, hi = (round(100 * x) for x in pooled["ci95"])
+    assert conditions["policy success"] == f"9/10 = 90 % [{lo}, {hi}] %"
+    # policy - expert per episode (0, 0, 0, 0, -0.5): -10 pp; seed 1 fails once alone: p = 1
+    assert conditions["policy - expert"].startswith("-10 pp [")
+    assert conditions["McNemar"] == "p = 1"
     files = []
     for i, r in enumerate(suite):
         files.append(tmp_path / f"s{i}.json")
@@ -100,3 +117,10 @@ def test_headline_is_valid_rst_with_both_tables(tmp_path) -> None:
                             tmp_path / "s.html", tmp_path / "s.csv", tmp_path / "h.rst")
     assert set(written) == {"suite_html", "suite_csv", "headline"}
     assert (tmp_path / "s.html").read_text().count("data:image/png;base64") == 2
+    page = _Tables()
+    page.feed((tmp_path / "s.html").read_text())
+    by_condition, per_seed = page.rows[0], page.rows[-1]
+    assert "policy - expert success, paired (95% CI)" in by_condition[0]
+    header = next(r for r in per_seed if "McNemar exact p" in r)
+    seed_1 = {h: c for h, c in zip(header[-len(per_seed[-1]):], per_seed[-1], strict=True)}
+    assert seed_1["episodes only policy / only expert succeeded"] == "0 / 1"

@@ -14,9 +14,14 @@ are held out from every path the policy was trained on. Paths are drawn like DAg
 envelope.
 
 Figures: per episode the metrics of evaluation.metrics; success = no fall and progress >= 0.9.
-Success rates get Wilson 95 % intervals (per seed, and pooled over seeds x episodes); the
-policy/expert tracking-error ratio is taken per episode where both walked (no fall), and its median
-and mean get bootstrap 95 % intervals that resample seeds and episodes (evaluation.intervals).
+The episode is the independent unit: the expert and every seed's policy share it, so outcomes on
+one episode move together. The expert's and each seed's success rates get Wilson 95 % intervals
+(one trial per episode); the policy's rate pooled over seeds gets a Wilson interval at the
+clustered outcomes' effective number of trials, not at S x E (`paired_success`); policy vs expert
+is one paired figure, the success difference with an episode-bootstrap interval and exact
+McNemar tests. The policy/expert tracking-error ratio is taken per episode where both walked (no
+fall), and its median and mean get bootstrap 95 % intervals that resample seeds and episodes
+(evaluation.intervals).
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ from quadpipe.control.closed_loop import start_qpos
 from quadpipe.control.follower import FollowerConfig, Target
 from quadpipe.control.paths import random_path
 from quadpipe.errors import ConfigError
-from quadpipe.evaluation.intervals import bootstrap, wilson
+from quadpipe.evaluation.intervals import (
+    bootstrap,
+    cluster_bootstrap,
+    effective_n,
+    mcnemar_exact,
+    wilson,
+)
 from quadpipe.evaluation.metrics import success
 from quadpipe.evaluation.rollouts import EXPERT, run_groups
 from quadpipe.learn.policy import load_checkpoint
@@ -51,7 +62,7 @@ METRIC_KEYS = ("fell", "fall_time_s", "mean_tracking_error_m", "mean_cross_track
 class SuiteConfig:
     """The `suite` section of config.yaml."""
 
-    episodes: int = 50
+    episodes: int = 100  # a few discordant pairs need many episodes to be told apart
     seconds: float = 10.0  # s per episode, from standing
     seed: int = 1  # evaluation seed (its stream is disjoint from DAgger's: module docstring)
     speed: tuple[float, float] = (0.15, 0.28)  # m/s, the target; the expert walks 0.27-0.29
@@ -153,9 +164,61 @@ def rate(flags: list[bool]) -> dict[str, Any]:
     return {"successes": k, "n": n, "rate": k / n if n else None, "ci95": list(wilson(k, n))}
 
 
+def paired_success(policy_ok: np.ndarray, expert_ok: np.ndarray, names: list[str]
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pooled policy rate, paired comparison) of outcomes policy_ok (S, E) and expert_ok (E,).
+
+    Why episodes are the unit: episode i's path, physics and pushes are the same for the expert
+    and every seed, so its outcomes are correlated (a hard episode fails them all) and S seeds x E
+    episodes are not S * E independent trials.
+
+    Pooled policy rate: successes / (S * E) with a Wilson interval at Korn and Graubard's
+    effective number of trials (`effective_n`, between E and S * E) rather than a percentile
+    bootstrap, which collapses to [1, 1] at 100 % success, the usual case of a good policy;
+    `ci95_bootstrap` is the episode-cluster percentile bootstrap, for comparison.
+
+    Paired difference: d_i = (policy success on episode i, mean over seeds) - (expert success on
+    i); success_diff = mean of d_i (= pooled policy rate - expert rate), its 95 % interval a
+    percentile bootstrap over episodes (the expert and all seeds of an episode drawn together;
+    fixed seed). The interval is [d, d] when no episode differs: read it with the p-value.
+
+    McNemar: per seed, the exact test on that seed's discordant episodes (policy_only = policy
+    succeeded where the expert failed, expert_only = the reverse). The seeds share the expert's
+    outcomes and the episodes, so their discordant pairs are not independent and McNemar on the
+    counts summed over seeds would treat one hard episode as S independent pieces of evidence
+    (too small a p). The combined `mcnemar_p` is the Bonferroni one, min(1, S * min over seeds),
+    valid whatever the dependence between seeds: it tests "no seed differs from the expert". The
+    size of the seed-averaged difference is what success_diff_ci95 gives.
+    """
+    pol = np.atleast_2d(np.asarray(policy_ok, dtype=bool))
+    exp = np.asarray(expert_ok, dtype=bool)
+    s, e = pol.shape
+    k, n_eff = int(pol.sum()), effective_n(pol)
+    pooled = {"successes": k, "n": s * e, "rate": k / (s * e) if e else None,
+              "ci95": list(wilson(k / (s * e) * n_eff, n_eff)) if e else [0.0, 1.0],
+              "effective_n": n_eff,
+              "ci95_bootstrap": _list(cluster_bootstrap(pol.mean(axis=0)))}
+    d = pol.mean(axis=0) - exp
+    per_seed = []
+    for name, row in zip(names, pol, strict=True):
+        b, c = int((row & ~exp).sum()), int((~row & exp).sum())
+        per_seed.append({"seed": name, "policy_only": b, "expert_only": c,
+                         "mcnemar_p": mcnemar_exact(b, c)})
+    paired = {"episodes": e, "success_diff": float(d.mean()) if e else None,
+              "success_diff_ci95": _list(cluster_bootstrap(d)),
+              "mcnemar_p": min(1.0, s * min((p["mcnemar_p"] for p in per_seed), default=1.0)),
+              "mcnemar_combination": "bonferroni over seeds",
+              "per_seed": per_seed}
+    return pooled, paired
+
+
 def summarise(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
-    """Success rates with Wilson intervals and paired error ratios with bootstrap intervals."""
+    """Success rates with Wilson intervals, policy vs expert paired by episode (success difference,
+    McNemar), and paired error ratios with bootstrap intervals (`paired_success`)."""
     expert_ok = [e[EXPERT]["success"] for e in episodes]
+    pooled, paired = paired_success(
+        np.array([[e["policy"][n]["success"] for e in episodes] for n in names], dtype=bool
+                 ).reshape(len(names), len(episodes)), np.array(expert_ok, dtype=bool), names)
     # ratio[s, i]: policy of seed s / expert on episode i, NaN unless both walked
     ratio = np.full((len(names), len(episodes)), np.nan)
     for i, e in enumerate(episodes):
@@ -177,10 +240,11 @@ def summarise(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any
                    "mean_tracking_error_m": float(np.mean(
                        [e[EXPERT]["mean_tracking_error_m"] for e in episodes]))},
         "policy": {
-            "pooled": rate([e["policy"][n]["success"] for n in names for e in episodes]),
+            "pooled": pooled,
             "per_seed": per_seed,
             "success_rate_mean_over_seeds": float(rates.mean()),
             "success_rate_std_over_seeds": float(rates.std(ddof=1)) if len(rates) > 1 else 0.0},
+        "paired": paired,
         "ratio": {
             "pairs": int(len(finite)),
             "median": float(np.median(finite)) if len(finite) else None,

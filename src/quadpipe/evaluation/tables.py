@@ -52,16 +52,35 @@ def _num(v: float | None, fmt: str = ".2f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+
+
+def _diff(paired: dict[str, Any] | None) -> str:
+    """Policy - expert success in percentage points with its 95 % interval; '-' for a JSON written
+    before the paired statistics existed."""
+    if not paired or paired["success_diff"] is None:
+        return "-"
+    ci = paired["success_diff_ci95"]
+    return (f"{100 * paired['success_diff']:+.0f} pp [{100 * ci[0]:+.0f}, {100 * ci[1]:+.0f}]"
+            if ci else f"{100 * paired['success_diff']:+.0f} pp")
+
+
 def suite_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per condition: success of expert and policy, the paired error ratio."""
+    """One row per condition: success of expert and policy, their paired difference and McNemar
+    p, the paired error ratio."""
     rows = []
     for r in results:
-        pol, ratio = r["policy"], r["ratio"]
+        pol, ratio, paired = r["policy"], r["ratio"], r.get("paired")
         rows.append({
             "condition": r["condition"], "episodes": r["expert"]["n"],
             "seeds": len(r["seeds"]),
             "expert success (95% CI)": _rate(r["expert"]),
-            "policy success, pooled (95% CI)": _rate(pol["pooled"]),
+            "policy success, pooled (95% CI, episode-clustered)": _rate(pol["pooled"]),
+            "policy - expert success, paired (95% CI)": _diff(paired),
+            "McNemar exact p (Bonferroni over seeds)": _p((paired or {}).get("mcnemar_p")),
             "policy success per seed, mean ± sd":
                 f"{100 * pol['success_rate_mean_over_seeds']:.0f} ± "
                 f"{100 * pol['success_rate_std_over_seeds']:.0f} %",
@@ -73,11 +92,20 @@ def suite_table(results: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def seed_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = [{"condition": r["condition"], "seed": s["seed"].replace("seed_", ""),
-             "success": _rate(s), "falls": s["falls"],
-             "error ratio median": _num(s["ratio_median"]),
-             "error ratio mean": _num(s["ratio_mean"])}
-            for r in results for s in r["policy"]["per_seed"]]
+    """One row per (condition, seed): success, falls, discordant episodes against the expert and
+    their McNemar p, error ratios."""
+    rows = []
+    for r in results:
+        mc = {m["seed"]: m for m in (r.get("paired") or {}).get("per_seed", [])}
+        for s in r["policy"]["per_seed"]:
+            m = mc.get(s["seed"])
+            rows.append({"condition": r["condition"], "seed": s["seed"].replace("seed_", ""),
+                         "success": _rate(s), "falls": s["falls"],
+                         "episodes only policy / only expert succeeded":
+                             f"{m['policy_only']} / {m['expert_only']}" if m else "-",
+                         "McNemar exact p": _p(m["mcnemar_p"] if m else None),
+                         "error ratio median": _num(s["ratio_median"]),
+                         "error ratio mean": _num(s["ratio_mean"])})
     return pd.DataFrame(rows).set_index(["condition", "seed"])
 
 
@@ -94,6 +122,7 @@ def headline_rows(paths: list[dict[str, Any]], suite: list[dict[str, Any]]
                      f"{errs.mean():.3f}{spread}", f"{ratios.mean():.2f}{rspread}",
                      f"{r['across_seeds']['falls']}/{len(r['seeds'])}"])
     crow = [[r["condition"], _rate(r["expert"]), _rate(r["policy"]["pooled"]),
+             _diff(r.get("paired")), _p((r.get("paired") or {}).get("mcnemar_p")),
              f"{_num(r['ratio']['median'])} {_ci(r['ratio']['median_ci95'])}"] for r in suite]
     return prow, crow
 
@@ -124,10 +153,13 @@ def headline_rst(paths: list[dict[str, Any]], suite: list[dict[str, Any]]) -> st
         n = suite[0]["expert"]["n"]
         out += [f"Evaluation suite: {n} held-out random-path episodes per condition, policy "
                 "and expert on the same episodes; success = no fall and >= 90 % progress "
-                "(Wilson 95 % interval, policy pooled over seeds); error ratio = median over "
-                "episodes both walked (bootstrap 95 % interval over seeds and episodes).", "",
-                _rst_table(["condition", "expert success", "policy success",
-                            "error ratio (median)"], crow), ""]
+                "(Wilson 95 % intervals; the policy's pooled over seeds at the effective number "
+                "of independent trials, as seeds share episodes); policy - expert = paired "
+                "success difference in percentage points (bootstrap 95 % interval over "
+                "episodes), p = exact McNemar test (Bonferroni over seeds); error ratio = median "
+                "over episodes both walked (bootstrap 95 % interval over seeds and episodes).", "",
+                _rst_table(["condition", "expert success", "policy success", "policy - expert",
+                            "McNemar", "error ratio (median)"], crow), ""]
     return "\n".join(out) + "\n"
 
 
@@ -185,7 +217,11 @@ def suite_page(results: list[dict[str, Any]]) -> str:
     intro = (f"{cfg['episodes']} held-out random-path episodes of {cfg['seconds']:g} s per "
              f"condition (suite seed {cfg['seed']}, target speed {cfg['speed'][0]:g}-"
              f"{cfg['speed'][1]:g} m/s), every seed's policy and the expert on the same "
-             "episodes and the same physics draws and pushes.")
+             "episodes and the same physics draws and pushes. The episode is the independent "
+             "unit: the policy's pooled interval counts the effective number of independent "
+             "trials, the paired difference (policy - expert, percentage points) resamples "
+             "episodes, and McNemar's exact test compares each seed with the expert on the "
+             "episodes where exactly one of them succeeded.")
     page = html_page(seed_table(results), "Evaluation suite", index=True)
     conditions = suite_table(results).to_html(border=0, classes="quadpipe-table")
     figs = "".join(f"<h3>{escape(t)}</h3><img alt='{escape(t)}' src='data:image/png;base64,"
