@@ -8,8 +8,18 @@ from snakemake.utils import validate
 
 from quadpipe.control.paths import parse_paths
 from quadpipe.errors import ConfigError
+from quadpipe.overrides import apply_overrides, check, load_schema
 
-validate(config, schema="../schemas/config.schema.yaml")
+SCHEMA_FILE = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+try:
+    # --config hands nested values over as strings: type them by the schema first, then
+    # refuse a bad key in one line naming it (Snakemake's validate prints a dozen)
+    schema = load_schema(SCHEMA_FILE)
+    apply_overrides(config, workflow.config_settings.config, schema)
+    check(config, schema)
+except ConfigError as exc:
+    raise WorkflowError(f"config: {exc}") from None
+validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
 
 try:  # path entries are data: check them now, with one message naming the entry
     PATHS = {
