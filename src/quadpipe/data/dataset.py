@@ -156,6 +156,11 @@ def trajectory_names(f: h5py.File) -> list[str]:
     return sorted(k for k in f if k.startswith(GROUP_PREFIX))
 
 
+def trajectory_ids(f: h5py.File) -> list[int]:
+    """The ids of the file's trajectories (the numbers in their group names), in order."""
+    return [int(n[len(GROUP_PREFIX):]) for n in trajectory_names(f)]
+
+
 def write_trajectory(f: h5py.Group, name: str, traj: Trajectory, storage: Storage) -> None:
     g = f.create_group(name)
     n = traj.states.shape[0]

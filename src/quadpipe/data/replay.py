@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from quadpipe.data import dataset
@@ -42,6 +43,49 @@ class Replay:
     dt: float
 
 
+def require_trajectory(f: h5py.File, path: str | Path, trajectory_id: int, fix: str) -> str:
+    """The group name of trajectory `trajectory_id` in open file `f`, or QuadpipeError naming the
+    file, the ids it holds and `fix` (what the caller's user should change)."""
+    name = dataset.group_name(trajectory_id)
+    if name not in f:
+        ids = dataset.trajectory_ids(f)
+        raise QuadpipeError(f"{path} has no trajectory {trajectory_id} (it holds {len(ids)}: "
+                            f"ids {id_ranges(ids)}); {fix}")
+    return name
+
+
+def id_ranges(ids: Sequence[int]) -> str:
+    """Sorted ids as runs, e.g. "1..6" or "1..3, 5, 8..9" ("none" when empty)."""
+    runs: list[list[int]] = []
+    for i in sorted(ids):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in runs) or "none"
+
+
+def stored_model(config_json: str, physics_json: str | None) -> tuple[Any, Any, list]:
+    """The expert settings, MuJoCo model and pushes a stored trajectory was simulated with.
+
+    `config_json` is the file's root attribute, `physics_json` the trajectory's randomised draw
+    (None when not randomised), whose physics is applied to the model. Returns (ExpertConfig,
+    mujoco.MjModel, pushes).
+    """
+    from quadpipe.config import expert_from_json
+    from quadpipe.sim import randomize
+    from quadpipe.sim.model import build_model
+    from quadpipe.sim.physics import apply
+
+    expert = expert_from_json(config_json)
+    model = build_model(expert)
+    pushes: list = []
+    if physics_json is not None:
+        physics, pushes = randomize.from_json(physics_json)
+        model = apply(model, physics)
+    return expert, model, pushes
+
+
 def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE) -> Replay:
     """Re-simulate trajectory `trajectory_id` of `path` from its commands.
 
@@ -50,28 +94,18 @@ def replay(path: str | Path, trajectory_id: int, tolerance: float = TOLERANCE) -
     """
     import mujoco
 
-    from quadpipe.config import expert_from_json
     from quadpipe.sim import randomize
     from quadpipe.sim.expert import references
-    from quadpipe.sim.model import build_model, full_state
-    from quadpipe.sim.physics import apply
+    from quadpipe.sim.model import full_state
     from quadpipe.sim.rollout import simulate_one
 
-    name = dataset.group_name(trajectory_id)
     with dataset.open_file(path) as f:
-        if name not in f:
-            names = dataset.trajectory_names(f)
-            raise QuadpipeError(f"{path} has no trajectory {trajectory_id} (it holds "
-                                f"{len(names)}: ids 1..{len(names)}); fix replay.trajectories")
+        name = require_trajectory(f, path, trajectory_id, "fix replay.trajectories")
         traj = dataset.read_trajectory(f, name)
-        expert = expert_from_json(str(f.attrs["config_json"]))
-    model = build_model(expert)
-    initial = full_state(model, traj.initial_qpos, traj.initial_qvel)
-    pushes: list = []
+        config_json = str(f.attrs["config_json"])
     drawn = traj.attrs.get(randomize.PHYSICS_ATTR)
-    if drawn is not None:
-        physics, pushes = randomize.from_json(str(drawn))
-        model = apply(model, physics)
+    expert, model, pushes = stored_model(config_json, None if drawn is None else str(drawn))
+    initial = full_state(model, traj.initial_qpos, traj.initial_qvel)
     rollout = simulate_one(model, mujoco.MjData(model), initial,
                            references(traj.command_sequence, expert), pushes)
     qpos, qvel = rollout.qpos[:-1], rollout.qvel[:-1]
