@@ -1,4 +1,4 @@
-"""CLI verbs of the workflow's data stages: merge, stats, replay, and the report pages.
+"""CLI verbs of the workflow's data stages: merge, stats, replay, view, and the report pages.
 
 Imported by quadpipe.cli to register them; each verb is a thin shell over its module.
 """
@@ -66,6 +66,35 @@ def _replay(args: argparse.Namespace) -> None:
                              args.video_seconds, args.fps)
     print(f"trajectory {args.trajectory}: reproduced, max qpos error "
           f"{report['max_qpos_error']:.2e}")
+
+
+def _view_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="merged dataset (or a shard)")
+    p.add_argument("--trajectory", type=int, default=1, help="trajectory id (default 1)")
+    p.add_argument("--fps", type=float, default=60.0,
+                   help="frames per second of simulated time; an arrow key steps one frame "
+                        "(default 60; 1000 steps through every 1-ms row)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="playback speed, 1 = real time (default 1)")
+
+
+@verb("view", _view_args)
+def _view(args: argparse.Namespace) -> None:
+    """Play a stored trajectory in the interactive MuJoCo viewer (needs a display)."""
+    import os
+    import sys
+
+    from quadpipe.data.playback import load
+    from quadpipe.sim.viewer import play
+
+    frames, model = load(args.dataset, args.trajectory, args.fps)
+    captions = [frames.caption(k) for k in range(len(frames.steps))]
+    fallback = (f"render a video instead: snakemake --cores 1 "
+                f"results/replay/trajectory_{args.trajectory:05d}.mp4 (the workflow's dataset), "
+                f"or quadpipe replay {args.dataset} --trajectory {args.trajectory} "
+                f"--out replay.json --video replay.mp4")
+    play(model, frames.qpos, frames.times, captions, frames.fps,
+         f"trajectory {args.trajectory}", os.environ, sys.platform, args.speed, fallback)
 
 
 def _video_page_args(p: argparse.ArgumentParser) -> None:
