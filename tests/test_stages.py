@@ -138,3 +138,49 @@ def test_a_stage_of_the_wrong_round_is_refused_in_one_line(tiny_shard, chain, tm
     assert main(["finish-training", "--stage", str(tmp_path / "missing.pt"), "--out-dir",
                  str(tmp_path / "o"), "--config", str(config)]) == 2
     assert "no such training stage" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_best_pt_is_the_closed_loop_choice_whatever_the_job_split(tiny_shard, chain, tmp_path,
+                                                                  capsys):
+    """`quadpipe select` over 2 jobs, then `finish-training --selection`: best.pt holds the chosen
+    candidate's weights and the selection; history.csv marks every candidate's score."""
+    import pandas as pd
+
+    from quadpipe.evaluation.selection import choose
+    from quadpipe.learn.candidates import candidates
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "train": {**dataclasses.asdict(CFG), "hidden": list(CFG.hidden)},
+        "select": {"episodes": 3, "seconds": 0.5}}))
+    stages = [str(chain["round_0"]), str(chain["round_1"])]
+    parts = [tmp_path / f"part_{p}_of_2.json" for p in range(2)]
+    for p, f in enumerate(parts):
+        assert main(["select", "--stage", *stages, "--dataset", str(tiny_shard), "--part", str(p),
+                     "--parts", "2", "--out", str(f), "--config", str(config)]) == 0
+    whole = tmp_path / "part_0_of_1.json"
+    assert main(["select", "--stage", *stages, "--dataset", str(tiny_shard), "--out", str(whole),
+                 "--config", str(config)]) == 0
+    sel = choose(parts)
+    assert sel["candidates"] == choose([whole])["candidates"]  # the split changes nothing
+    assert len(sel["candidates"]) == 1 + CFG.dagger_epochs  # round 0's last, round 1's every
+    capsys.readouterr()
+    assert main(["finish-training", "--stage", *stages, "--selection", *map(str, parts),
+                 "--out-dir", str(tmp_path / "out"), "--config", str(config)]) == 0
+    assert "closed loop" in capsys.readouterr().out
+    _, _, ckpt = load_checkpoint(tmp_path / "out" / "best.pt")
+    assert ckpt["selection"]["chosen"] == sel["chosen"] and ckpt["selection"]["method"] == \
+        "closed_loop"
+    chosen = candidates([load_state(s) for s in stages])[sel["chosen"]["index"]]
+    assert tensors_equal(ckpt["state_dict"], chosen.model)
+    assert ckpt["epoch"] == chosen.epoch == sel["chosen"]["epoch"]
+    history = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert history["selected"].sum() == 1
+    assert history.loc[history["selected"] == 1, "epoch"].item() == chosen.epoch
+    assert history["select_successes"].notna().sum() == len(sel["candidates"])
+    # without a selection: the last stage's lowest validation loss, as before
+    finish(chain["round_1"], tmp_path / "loss", CFG)
+    _, _, by_loss = load_checkpoint(tmp_path / "loss" / "best.pt")
+    assert by_loss["selection"] == {"method": "valid_loss"}
+    assert tensors_equal(by_loss["state_dict"], load_state(chain["round_1"])["best"]["model"])

@@ -214,9 +214,36 @@ def previous_stage(wildcards):
     return stage_file(wildcards.seed, int(wildcards.round) - 1)
 
 
-def last_stage(wildcards):
-    """The state file of a seed's last stage (round train.dagger_rounds)."""
-    return stage_file(wildcards.seed, config["train"]["dagger_rounds"])
+def seed_stages(wildcards):
+    """A seed's stage files, rounds 0..train.dagger_rounds in order (the last is its policy's)."""
+    return [
+        stage_file(wildcards.seed, r) for r in range(config["train"]["dagger_rounds"] + 1)
+    ]
+
+
+def select_parts(wildcards):
+    """The seed's closed-loop selection parts: select.jobs of them; none when it is off."""
+    n = config["select"]["jobs"]
+    if not config["select"]["episodes"]:
+        return []
+    return [f"{seed_dir(wildcards.seed)}/select/part_{p}_of_{n}.json" for p in range(n)]
+
+
+def select_settings(wildcards):
+    """A selection job's settings: the observation keys and the seed (what the candidates see),
+    the select section (not how it is split or threaded) and the randomize ranges its episodes
+    draw from (not the switches: the selection always randomises a third of its episodes)."""
+    obs = {k: v for k, v in config["train"].items() if k in SAMPLE_KEYS - {"sample_stride"}}
+    sel = {k: v for k, v in config["select"].items() if k not in ("jobs", "threads")}
+    r = config["randomize"]
+    return json.dumps(
+        {
+            "train": {**obs, "seed": int(wildcards.seed)},
+            "select": sel,
+            "randomize": {"physics": r["physics"], "pushes": r["pushes"]},
+        },
+        sort_keys=True,
+    )
 
 
 def path_entry(wildcards):

@@ -1,7 +1,8 @@
 # The policy: training samples prepared once; per seed a chain of training stages (behaviour
 # cloning = round 0, then each DAgger round: its collection split over train.dagger_jobs jobs, then
-# its epochs on all samples so far), the policy files from the last stage, and the first seed's
-# policy as the default results/train/best.pt. A stage killed mid-run resumes from its last epoch.
+# its epochs on all samples so far), the closed-loop selection of the checkpoint (select.jobs jobs
+# rolling out the candidate epochs), the policy files, and the first seed's policy as the default
+# results/train/best.pt. A stage killed mid-run resumes from its last epoch.
 
 
 rule prepare:
@@ -82,9 +83,36 @@ rule dagger_collect:
         "--parts {wildcards.parts} --out {output} --config {log.settings} > {log.out} 2>&1"
 
 
+rule select_checkpoint:
+    input:
+        dataset=DATASET,
+        stages=seed_stages,
+    output:
+        "results/train/seed_{seed}/select/part_{part}_of_{parts}.json",
+    log:
+        out="results/logs/train/seed_{seed}/select_{part}_of_{parts}.log",
+        settings="results/logs/train/seed_{seed}/select_{part}_of_{parts}.json",
+    benchmark:
+        "results/benchmarks/train/seed_{seed}/select_{part}_of_{parts}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["select"]["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        settings=select_settings,
+    shell:
+        "echo {params.settings:q} > {log.settings} && "
+        "OMP_NUM_THREADS=1 python -m quadpipe select --stage {input.stages} "
+        "--dataset {input.dataset} --part {wildcards.part} --parts {wildcards.parts} "
+        "--out {output} --config {log.settings} > {log.out} 2>&1"
+
+
 rule policy:
     input:
-        last_stage,
+        stages=seed_stages,
+        select=select_parts,
     output:
         best="results/train/seed_{seed}/best.pt",
         last="results/train/seed_{seed}/last.pt",
@@ -110,7 +138,8 @@ rule policy:
         dir=output_dir,
     shell:
         "echo {params.settings:q} > {log.settings} && "
-        "python -m quadpipe finish-training --stage {input} --out-dir {params.dir} "
+        "python -m quadpipe finish-training --stage {input.stages} "
+        "--selection {input.select} --out-dir {params.dir} "
         "--config {log.settings} > {log.out} 2>&1"
 
 

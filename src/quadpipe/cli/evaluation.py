@@ -1,4 +1,5 @@
-"""CLI verbs of the evaluation stage: evaluate (a named path), render-path, suite, eval-report."""
+"""CLI verbs of the evaluation stage: evaluate (a named path), render-path, suite, select (the
+closed-loop checkpoint selection), eval-report."""
 
 from __future__ import annotations
 
@@ -124,6 +125,39 @@ def _suite(args: argparse.Namespace) -> None:
     pol, exp = r["policy"]["pooled"], r["expert"]
     print(f"{args.condition}: success policy {pol['successes']}/{pol['n']}, expert "
           f"{exp['successes']}/{exp['n']}; median error ratio {r['ratio']['median']}")
+
+
+def _select_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", nargs="+", required=True,
+                   help="one seed's training-stage files, rounds 0..R in order")
+    p.add_argument("--dataset", required=True, help="the dataset (for its expert settings)")
+    p.add_argument("--part", type=int, default=0, help="this job's part, 0-based")
+    p.add_argument("--parts", type=int, default=1, help="jobs the candidates are split over")
+    p.add_argument("--out", required=True, help="the part's JSON (per candidate and episode)")
+    p.add_argument("--config", help="YAML with train (observation keys, seed), select and "
+                   "randomize sections")
+
+
+@verb("select", _select_args)
+def _select(args: argparse.Namespace) -> None:
+    """Roll out one part of a seed's candidate checkpoints on the selection's episodes."""
+    from quadpipe.config import from_mapping
+    from quadpipe.evaluation.selection import SelectConfig, score_part
+    from quadpipe.learn.prepare import dataset_expert
+    from quadpipe.learn.stages import load_state
+    from quadpipe.learn.train_config import TrainConfig
+    from quadpipe.sim.randomize import RandomizeConfig
+
+    cfg = load_config(args.config)
+    train = from_mapping(TrainConfig, cfg.get("train"), "train")
+    sel = SelectConfig.from_mapping(cfg.get("select"))
+    stages = [load_state(f) for f in args.stage]
+    got = score_part(stages, train.obs, dataset_expert(args.dataset), sel,
+                     RandomizeConfig.from_mapping(cfg.get("randomize")), args.part, args.parts,
+                     args.out)
+    for c in got["candidates"]:
+        print(f"round {c['round']} epoch {c['epoch']}: {c['successes']}/{c['n']} successes, "
+              f"{c['falls']} falls, mean tracking error {c['mean_tracking_error_m']:.3f} m")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:

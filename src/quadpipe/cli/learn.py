@@ -101,16 +101,28 @@ def _collect(args: argparse.Namespace) -> None:
 
 
 def _finish_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stage", required=True, help="state file of the last training stage")
+    p.add_argument("--stage", nargs="+", required=True,
+                   help="the seed's training-stage files, rounds 0..R in order (the last alone "
+                   "will do without --selection)")
+    p.add_argument("--selection", nargs="*", default=[],
+                   help="the seed's selection part files (`quadpipe select`): best.pt is the "
+                   "candidate that walked best; without them, the lowest validation loss")
     p.add_argument("--out-dir", required=True, help="where best.pt, last.pt, history.csv go")
     p.add_argument("--config", help="YAML with a train section (with `seed`)")
 
 
 @verb("finish-training", _finish_args)
 def _finish(args: argparse.Namespace) -> None:
-    """Write best.pt, last.pt, history.csv and loss.png from the last training stage."""
+    """Write best.pt (the closed-loop selection's choice), last.pt, history.csv and loss.png."""
     from quadpipe.learn.train import finish
 
-    summary = finish(args.stage, args.out_dir, _train_config(args.config))
-    print(f"{args.out_dir}: best epoch {summary['best_epoch']}, valid loss "
+    selection = None
+    if args.selection:
+        from quadpipe.evaluation.selection import choose
+
+        selection = choose(args.selection)
+    summary = finish(args.stage, args.out_dir, _train_config(args.config), selection)
+    how = "valid loss" if selection is None else \
+        f"closed loop, {selection['chosen']['successes']}/{selection['chosen']['n']} successes"
+    print(f"{args.out_dir}: best epoch {summary['best_epoch']} ({how}), valid loss "
           f"{summary['best_valid_loss']:.4f}")

@@ -4,14 +4,13 @@ Episode i of the suite is the same path and target speed in every condition and 
 seed (common random numbers), so conditions and seeds are compared on identical tasks; within a
 condition the policy of every seed and the expert face the same physics draw and the same pushes.
 
-Random streams. Episode i's path and speed come from
+Random streams (evaluation.episodes). Episode i's path and speed come from
 `SeedSequence(entropy=(SUITE_STREAM, suite.seed), spawn_key=(i, 0))`, its physics and pushes in
-condition c from spawn key (i, 1 + c). DAgger draws its paths from `SeedSequence(train seed,
-spawn_key=(round,))`: its entropy is the bare training seed, the suite's always includes the tag
-SUITE_STREAM, so the two never start from the same state whatever the seeds, and the suite's paths
-are held out from every path the policy was trained on. Paths are drawn like DAgger's
-(control.paths.random_path: straight runs, arcs, corners), speeds uniformly in the expert's
-envelope.
+condition c from spawn key (i, 1 + c). DAgger's entropy carries DAGGER_STREAM and the checkpoint
+selection's SELECT_STREAM, so none of them ever starts from the suite's state whatever the seeds:
+the suite's paths are held out from every path the policy was trained or selected on. Paths are
+drawn like DAgger's (control.paths.random_path: straight runs, arcs, corners), speeds uniformly in
+the expert's envelope.
 
 Figures: per episode the metrics of evaluation.metrics; success = no fall and progress >= 0.9.
 The episode is the independent unit: the expert and every seed's policy share it, so outcomes on
@@ -36,9 +35,9 @@ import numpy as np
 
 from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested
 from quadpipe.control.closed_loop import start_qpos
-from quadpipe.control.follower import FollowerConfig, Target
-from quadpipe.control.paths import random_path
+from quadpipe.control.follower import FollowerConfig
 from quadpipe.errors import ConfigError
+from quadpipe.evaluation.episodes import CONDITIONS, check_condition, draw_episode
 from quadpipe.evaluation.intervals import (
     bootstrap,
     cluster_bootstrap,
@@ -50,10 +49,9 @@ from quadpipe.evaluation.metrics import success
 from quadpipe.evaluation.rollouts import EXPERT, run_groups
 from quadpipe.learn.policy import load_checkpoint
 from quadpipe.sim.model import build_model
-from quadpipe.sim.physics import PhysicsRanges, PushRanges, apply, draw_physics, draw_pushes
+from quadpipe.sim.physics import PhysicsRanges, PushRanges, apply
 
 SUITE_STREAM = 0x5717E  # tag in every suite seed's entropy: never equal to a DAgger stream
-CONDITIONS = ("nominal", "randomized", "pushes")  # index c gives the spawn key (i, 1 + c)
 METRIC_KEYS = ("fell", "fall_time_s", "mean_tracking_error_m", "mean_cross_track_error_m",
                "progress_fraction", "success")
 
@@ -90,29 +88,15 @@ class SuiteConfig:
                                    {"randomized": PhysicsRanges, "pushes": PushRanges})
 
 
-def check_condition(name: str) -> str:
-    if name not in CONDITIONS:
-        raise ConfigError(f"unknown suite condition {name!r}; choose from {', '.join(CONDITIONS)}")
-    return name
-
-
 def episode_plan(cfg: SuiteConfig, condition: str, expert: ExpertConfig, q0: np.ndarray,
                  num_steps: int) -> list[dict[str, Any]]:
     """Per episode: its target, physics draw (or None) and pushes, from the suite's streams."""
-    c = CONDITIONS.index(check_condition(condition))
     plan = []
     for i in range(cfg.episodes):
-        rng = np.random.default_rng(np.random.SeedSequence((SUITE_STREAM, cfg.seed),
-                                                           spawn_key=(i, 0)))
-        speed = float(rng.uniform(*cfg.speed))
-        s, xy = random_path(rng, speed * num_steps * expert.dt + 2.0 * cfg.lookahead + 1.0)
-        target = Target.from_start(s, xy, q0, speed, expert.dt)
-        crng = np.random.default_rng(np.random.SeedSequence((SUITE_STREAM, cfg.seed),
-                                                            spawn_key=(i, 1 + c)))
-        physics = draw_physics(crng, cfg.randomized) if condition == "randomized" else None
-        pushes = draw_pushes(crng, cfg.pushes, cfg.seconds, expert.dt) \
-            if condition == "pushes" else []
-        plan.append({"target": target, "speed": speed, "physics": physics, "pushes": pushes})
+        e = draw_episode((SUITE_STREAM, cfg.seed), i, condition, cfg.speed, num_steps,
+                         cfg.seconds, cfg.lookahead, cfg.randomized, cfg.pushes, expert, q0)
+        plan.append({"target": e.target, "speed": e.speed, "physics": e.physics,
+                     "pushes": e.pushes})
     return plan
 
 

@@ -173,5 +173,7 @@ def try_resume(path: Path, fp: str, rnd: int, n_epochs: int, policy: Policy,
     log.info("%s: resuming round %d after epoch %d (%d of %d epochs of this round done, %d "
              "samples seen)", path, rnd, saved["epoch"], saved["stage_epoch"], n_epochs,
              saved["samples_seen"])
-    return {k: saved[k] for k in ("epoch", "samples_seen", "history", "stage_epoch", "best",
-                                  "last")}
+    got = {k: saved[k] for k in ("epoch", "samples_seen", "history", "stage_epoch", "best",
+                                 "last")}
+    # a resume checkpoint written before stages kept each epoch's weights has none of its own
+    return {**got, "epoch_models": list(saved.get("epoch_models", []))}

@@ -10,8 +10,9 @@ samples, the learning rate x0.1 from the decay epoch. Round r is DAgger round r:
 jobs run the previous stage's policy on random paths and record its own states labelled by the
 path-following expert (learn.dagger), then `dagger_epochs` epochs train on everything; those
 samples stay in memory (their number is set by the config, not by the dataset). `finish` writes
-best.pt (the last stage's lowest validation loss: earlier policies never saw their own states),
-last.pt, history.csv and loss.png. `train` runs the whole chain in one process; the workflow runs
+best.pt (the candidate the closed-loop selection chose, evaluation.selection; without one the
+last stage's lowest validation loss: earlier policies never saw their own states), last.pt,
+history.csv and loss.png. `train` runs the whole chain in one process; the workflow runs
 each stage and each collection part as a job of its own.
 """
 
@@ -32,6 +33,7 @@ import torch
 from quadpipe.data import dataset
 from quadpipe.learn import tracking
 from quadpipe.learn.batches import Batches
+from quadpipe.learn.candidates import Candidate, candidates
 from quadpipe.learn.epochs import (
     build_policy,
     make_optimizer,
@@ -93,11 +95,12 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
     noise = JointNoise(cfg, meta["expert"], device, meta["X_std"]) \
         if cfg.noise_q or cfg.noise_qd or cfg.noise_base else None
     n_epochs = cfg.epochs if rnd == 0 else cfg.dagger_epochs
-    state: dict[str, Any] = {"epoch": 0, "samples_seen": 0, "history": [], "stage_epoch": 0}
+    state: dict[str, Any] = {"epoch": 0, "samples_seen": 0, "history": [], "stage_epoch": 0,
+                             "epoch_models": []}
     if prev is not None:
         restore(prev, policy, opt, rng, noise, device)
         state = {"epoch": prev["epoch"], "samples_seen": prev["samples_seen"],
-                 "history": list(prev["history"]), "stage_epoch": 0}
+                 "history": list(prev["history"]), "stage_epoch": 0, "epoch_models": []}
     resume = resume_path(out_file)
     if resume.exists():
         state = try_resume(resume, fp, rnd, n_epochs, policy, opt, rng, noise, device) or state
@@ -139,12 +142,14 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
             score = vloss if not math.isnan(vloss) else row["train_loss"]
             extra = {"epoch": epoch, "valid_loss": vloss, "train_loss": row["train_loss"],
                      "dataset": str(dataset_path), "dagger_round": rnd}
+            weights = {n: v.detach().cpu().clone() for n, v in policy.state_dict().items()}
             if best is None or score < best["score"]:
-                best = {"score": score, "epoch": epoch, "extra": extra,
-                        "model": {n: v.detach().cpu().clone()
-                                  for n, v in policy.state_dict().items()}}
+                best = {"score": score, "epoch": epoch, "extra": extra, "model": weights}
+            # every epoch's weights: the closed-loop selection's candidates (learn.candidates)
+            models = [*state["epoch_models"], {"epoch": epoch, "model": weights}]
             state = {"epoch": epoch, "samples_seen": state["samples_seen"] + seen,
-                     "history": history, "stage_epoch": k + 1, "best": best, "last": extra}
+                     "history": history, "stage_epoch": k + 1, "best": best, "last": extra,
+                     "epoch_models": models}
             save_state(resume, snapshot(state, fp, rnd, cfg, meta, dag, policy, opt, rng, noise))
             # logged once its checkpoint is written: a kill after this line loses no epoch
             log.info("epoch %d (round %d): train %.4f valid %.4f (%.0f samples/s)", epoch, rnd,
@@ -188,29 +193,77 @@ def collect_part(state_file: str | Path, dataset_path: str | Path, cfg: TrainCon
     return dagger.save(out_file, got, meta)
 
 
-def finish(state_file: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dict[str, Any]:
-    """From the last stage's state: best.pt (that stage's best epoch), last.pt, history.csv,
-    loss.png in `out_dir`; returns the summary `train` returns."""
-    state = load_state(state_file)
+def finish(state_files: str | Path | Sequence[str | Path], out_dir: str | Path,
+           cfg: TrainConfig, selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """best.pt, last.pt, history.csv and loss.png in `out_dir` from a seed's stage files
+    (rounds 0..R in order; the last alone will do without a selection); the summary `train`
+    returns.
+
+    best.pt is the candidate `selection` chose (evaluation.selection.choose: the closed-loop
+    score, stored in best.pt and history.csv), or without one the last stage's epoch with the
+    lowest validation loss.
+    """
+    files = [state_files] if isinstance(state_files, str | Path) else list(state_files)
+    state = load_state(files[-1])
     last_round = cfg.dagger_rounds
     if state["round"] != last_round or state["seed"] != cfg.seed:
-        raise StageError(f"{state_file}: holds round {state['round']} of seed {state['seed']}; "
+        raise StageError(f"{files[-1]}: holds round {state['round']} of seed {state['seed']}; "
                          f"the policy of seed {cfg.seed} is round {last_round}'s")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy = Policy.from_architecture(state["architecture"])
-    policy.load_state_dict(state["best"]["model"])
-    save_checkpoint(out / "best.pt", policy, cfg.obs, cfg, state["best"]["extra"])
+    history = [dict(h) for h in state["history"]]
+    if selection is None:
+        best_epoch, best_loss = state["best"]["epoch"], state["best"]["score"]
+        policy.load_state_dict(state["best"]["model"])
+        extra = {**state["best"]["extra"], "selection": {"method": "valid_loss"}}
+    else:
+        chosen = _chosen(selection, files, cfg)
+        best_epoch, best_loss = chosen.epoch, chosen.valid_loss
+        policy.load_state_dict(chosen.model)
+        extra = {"epoch": chosen.epoch, "valid_loss": chosen.valid_loss,
+                 "dagger_round": chosen.round, "selection": selection}
+        _add_selection(history, selection)
+    save_checkpoint(out / "best.pt", policy, cfg.obs, cfg, extra)
     policy.load_state_dict(state["model"])
     save_checkpoint(out / "last.pt", policy, cfg.obs, cfg, state["last"])
-    history = state["history"]
     write_history(out / "history.csv", history)
     plot_history(history, out / "loss.png")
-    return {"best_epoch": state["best"]["epoch"], "best_valid_loss": state["best"]["score"],
+    return {"best_epoch": best_epoch, "best_valid_loss": best_loss,
             "history": history, "train_samples": state["counts"]["train"],
             "valid_samples": state["counts"]["valid"],
             "dagger_samples": int(state["dagger"]["dagger_samples"]),
             "samples_per_s": float(np.median([h["samples_per_s"] for h in history]))}
+
+
+def _chosen(selection: dict[str, Any], files: list[str | Path], cfg: TrainConfig) -> Candidate:
+    """The chosen candidate's weights, from the stage files the selection rolled out."""
+    if selection.get("seed") != cfg.seed or selection.get("chosen") is None:
+        raise StageError(f"the selection is of seed {selection.get('seed')} with "
+                         f"{len(selection.get('candidates', []))} candidates; seed {cfg.seed} "
+                         "needs its own: rerun its selection jobs")
+    stages = [load_state(f) for f in files]
+    every = candidates(stages)
+    want = selection["chosen"]
+    if len(every) != len(selection["candidates"]) or \
+            selection.get("stages", [s["fingerprint"] for s in stages]) != \
+            [s["fingerprint"] for s in stages]:
+        raise StageError(f"the selection rolled out other stages than {', '.join(map(str, files))}"
+                         "; rerun its selection jobs")
+    return every[want["index"]]
+
+
+def _add_selection(history: list[dict[str, Any]], selection: dict[str, Any]) -> None:
+    """history.csv's selection columns: each candidate epoch's closed-loop score, which won."""
+    by_epoch = {c["epoch"]: c for c in selection["candidates"]}
+    chosen = selection["chosen"]["epoch"]
+    for row in history:
+        c = by_epoch.get(row["epoch"])
+        row["select_successes"] = c["successes"] if c else math.nan
+        row["select_episodes"] = c["n"] if c else math.nan
+        row["select_falls"] = c["falls"] if c else math.nan
+        row["select_tracking_error_m"] = c["mean_tracking_error_m"] if c else math.nan
+        row["selected"] = int(row["epoch"] == chosen)
 
 
 def train(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
