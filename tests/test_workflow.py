@@ -30,7 +30,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 AFTER_REPORT = {"eval_report", "report", "all"}
 AFTER_EVAL = {"evaluate", "eval_video", "eval_videos"} | AFTER_REPORT
 AFTER_TRAIN = {"default_policy", "suite"} | AFTER_EVAL
-TRAINING = {"train_stage", "dagger_collect", "policy"}  # the test config has one DAgger round
+# the test config has one DAgger round
+TRAINING = {"train_stage", "dagger_collect", "select_checkpoint", "policy"}
 AFTER_MERGE = {"stats", "replay", "replay_videos", "prepare"} | TRAINING | AFTER_TRAIN
 
 
@@ -237,7 +238,19 @@ def test_randomisation_reruns_only_the_stages_it_randomises(finished):
     assert set(jobs) == {"generate_shard", "merge"} | AFTER_MERGE
     ranges = {"randomize": {"physics": {"friction": [0.5, 1.0]},
                             "pushes": {"velocity": [0.1, 0.2]}}}
-    assert set(planned(finished, ranges)) == {"report", "all"}  # the report embeds all config
+    # the checkpoint selection always draws a third of its episodes' physics and pushes from them
+    assert set(planned(finished, ranges)) == {"select_checkpoint", "policy"} | AFTER_TRAIN
+
+
+@pytest.mark.slow
+def test_a_select_key_reruns_the_selection_not_the_training(finished):
+    jobs = planned(finished, {"select": {"episodes": 4}})
+    assert sorted(jobs["select_checkpoint"]) == [
+        f"results/train/seed_{s}/select/part_{p}_of_2.json" for s in (0, 1) for p in (0, 1)]
+    assert set(jobs) == {"select_checkpoint", "policy"} | AFTER_TRAIN
+    assert set(planned(finished, {"select": {"threads": 2}})) == {"report", "all"}
+    off = planned(finished, {"select": {"episodes": 0}})  # best.pt by the validation loss
+    assert "select_checkpoint" not in off and "policy" in off
 
 
 @pytest.mark.slow

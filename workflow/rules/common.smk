@@ -217,7 +217,8 @@ def previous_stage(wildcards):
 def seed_stages(wildcards):
     """A seed's stage files, rounds 0..train.dagger_rounds in order (the last is its policy's)."""
     return [
-        stage_file(wildcards.seed, r) for r in range(config["train"]["dagger_rounds"] + 1)
+        stage_file(wildcards.seed, r)
+        for r in range(config["train"]["dagger_rounds"] + 1)
     ]
 
 
@@ -232,8 +233,11 @@ def select_parts(wildcards):
 def select_settings(wildcards):
     """A selection job's settings: the observation keys and the seed (what the candidates see),
     the select section (not how it is split or threaded) and the randomize ranges its episodes
-    draw from (not the switches: the selection always randomises a third of its episodes)."""
-    obs = {k: v for k, v in config["train"].items() if k in SAMPLE_KEYS - {"sample_stride"}}
+    draw from (not the switches: the selection always randomises a third of its episodes).
+    """
+    obs = {
+        k: v for k, v in config["train"].items() if k in SAMPLE_KEYS - {"sample_stride"}
+    }
     sel = {k: v for k, v in config["select"].items() if k not in ("jobs", "threads")}
     r = config["randomize"]
     return json.dumps(

@@ -114,6 +114,7 @@ rule eval_report:
         ),
         suite_csv="results/eval/suite/table.csv",
         headline=HEADLINE,
+        headline_md="results/eval/headline.md",
         landing=LANDING,
     log:
         "results/logs/eval_report.log",
@@ -122,7 +123,8 @@ rule eval_report:
     shell:
         "python -m quadpipe eval-report --paths {input.paths} --suite {input.suite} "
         "--table-html {output.html} --table-csv {output.csv} --suite-html {output.suite_html} "
-        "--suite-csv {output.suite_csv} --headline {output.headline} > {log} 2>&1 && "
+        "--suite-csv {output.suite_csv} --headline {output.headline} "
+        "--headline-md {output.headline_md} > {log} 2>&1 && "
         "cat {input.intro:q} {output.headline} > {output.landing}"
 
 

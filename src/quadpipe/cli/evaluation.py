@@ -168,6 +168,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite-html", help="suite page (needs --suite)")
     p.add_argument("--suite-csv", help="suite table CSV")
     p.add_argument("--headline", help="reStructuredText headline table for the report's front page")
+    p.add_argument("--headline-md", help="the headline in Markdown with the machine it ran on "
+                   "(what README.md quotes: docs/update_headline.py)")
 
 
 @verb("eval-report", _report_args)
@@ -178,3 +180,12 @@ def _eval_report(args: argparse.Namespace) -> None:
     for name, path in write_reports(args.paths, args.suite, args.table_html, args.table_csv,
                                     args.suite_html, args.suite_csv, args.headline).items():
         print(f"{name}: {path}")
+    if args.headline_md:
+        from pathlib import Path
+
+        from quadpipe.evaluation.headline import headline_markdown, machine
+        from quadpipe.evaluation.tables import load_results
+
+        Path(args.headline_md).write_text(headline_markdown(
+            load_results(args.paths), load_results(args.suite), machine()))
+        print(f"headline_md: {args.headline_md}")

@@ -22,7 +22,7 @@ PATH_COLUMNS = ("mean_tracking_error_m", "mean_cross_track_error_m", "progress_f
                 "fall_time_s", "policy_to_expert_error_ratio")
 
 
-def _load(files) -> list[dict[str, Any]]:
+def load_results(files) -> list[dict[str, Any]]:
     return [json.loads(Path(f).read_text()) for f in files]
 
 
@@ -233,7 +233,7 @@ def suite_page(results: list[dict[str, Any]]) -> str:
 def write_reports(paths: list, suite: list, table_html, table_csv, suite_html=None,
                   suite_csv=None, headline=None) -> dict[str, Path]:
     """Write whichever pages are asked for; returns name -> file."""
-    pr, sr = _load(paths), _load(suite)
+    pr, sr = load_results(paths), load_results(suite)
     out: dict[str, Path] = {}
     if pr:
         table = path_table(pr)

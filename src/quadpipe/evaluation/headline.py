@@ -1,0 +1,91 @@
+"""The run's headline in Markdown, with the machine it ran on: what the README quotes.
+
+Closed-loop learning amplifies last-bit differences between CPUs and library versions, so a
+figure of policy quality is a claim about one machine's run unless it says which machine, how
+many seeds and how far they spread. eval_report writes `results/eval/headline.md` from the run's
+own result files; `python docs/update_headline.py` copies it into README.md, so the README's
+figures are a run's output, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadpipe.evaluation.tables import headline_rows
+
+
+def machine() -> dict[str, Any]:
+    """What the figures may depend on: CPU model, cores, the numeric libraries' versions."""
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = {}
+    for package in ("torch", "mujoco", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "?"
+    return {"cpu": cpu, "cores": cores, "python": platform.python_version(),
+            "system": platform.system(), **versions,
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")}
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *["| " + " | ".join(r) + " |" for r in rows]])
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def headline_markdown(paths: list[dict[str, Any]], suite: list[dict[str, Any]],
+                      where: dict[str, Any]) -> str:
+    """The headline of a run's named-path and suite results, measured on machine `where`."""
+    seeds = paths[0]["seeds"] if paths else []
+    n_seeds = len(seeds) if paths else len(suite[0]["seeds"]) if suite else 0
+    out = [f"Measured by a run of the default pipeline on {where['date']}: {where['cpu']}, "
+           f"{where['cores']} cores, torch {where['torch']}, MuJoCo {where['mujoco']}; "
+           f"{n_seeds} training seeds, every figure over all of them.", ""]
+    if paths:
+        rows = []
+        for r in paths:
+            ratios = [s["policy_to_expert_error_ratio"] for s in r["seeds"]]
+            rows.append([r["path"], f"{r['expert']['mean_tracking_error_m']:.3f}",
+                         f"{np.mean(ratios):.2f}", _spread(ratios),
+                         f"{r['across_seeds']['falls']}/{len(r['seeds'])}"])
+        out += ["Named paths: the policy's mean tracking error over the expert's on the same "
+                "path (1.00 = as close as the expert), the mean over seeds and the range from "
+                "the best seed to the worst; falls = seeds whose policy fell.", "",
+                _md_table(["path", "expert error (m)", "policy / expert", "seeds (best-worst)",
+                           "falls"], rows), ""]
+    if suite:
+        _, crow = headline_rows([], suite)
+        rows = []
+        for r, c in zip(suite, crow, strict=True):
+            per_seed = [s["rate"] for s in r["policy"]["per_seed"]]
+            rows.append([c[0], c[1], c[2], c[3], c[4],
+                         f"{100 * min(per_seed):.0f}-{100 * max(per_seed):.0f} %", c[5]])
+        n = suite[0]["expert"]["n"]
+        out += [f"Suite: {n} held-out random-path episodes per condition, the policy of every "
+                "seed and the expert on the same episodes; success = no fall and >= 90 % "
+                "progress, with 95 % intervals (the policy's pooled over seeds at the effective "
+                "number of trials, as seeds share episodes); policy - expert = the paired "
+                "success difference in points (episode bootstrap), p = exact McNemar "
+                "(Bonferroni over seeds); error ratio = policy / expert tracking error per "
+                "episode, median (bootstrap over seeds and episodes).", "",
+                _md_table(["condition", "expert success", "policy success", "policy - expert",
+                           "McNemar", "per seed", "error ratio"], rows), ""]
+    return "\n".join(out)
