@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 
+import mujoco
 import numpy as np
 import pytest
 
 from quadpipe.data.dataset import open_file, trajectory_names
 from quadpipe.errors import QuadpipeError
 from quadpipe.sim.model import build_model
-from quadpipe.sim.render import frame_indices, render_frames, render_video
+from quadpipe.sim.render import _Path, frame_indices, render_frames, render_video
 
 
 def _walk(tiny_shard):
@@ -50,6 +51,28 @@ def test_frames_change_as_robot_moves(tiny_shard) -> None:
     assert frames.std() > 5  # not a blank image
     diffs = [np.abs(frames[i].astype(int) - frames[0]).mean() for i in range(1, len(frames))]
     assert max(diffs) > 1.0
+
+
+def test_frames_with_only_the_path_in_view_handed_over_are_the_same(tiny_shard) -> None:
+    qpos, dt = _walk(tiny_shard)
+    qpos = qpos[:600]
+    # 8 m along x under the robot (its ends out of the picture), then 8 m back behind the camera
+    t = np.linspace(0.0, 1.0, 800)[:, None]
+    path = np.vstack([np.hstack([-4 + 8 * t, 0.1 + 0 * t]), np.hstack([4 - 8 * t, -3 + 0 * t])])
+    model = build_model()
+    culled = render_frames(model, qpos, dt, fps=10, target_xy=path)
+    every = render_frames(model, qpos, dt, fps=10, target_xy=path, cull=False)
+    np.testing.assert_array_equal(culled, every)
+    # the view test did leave capsules out, and kept some
+    data = mujoco.MjData(model)
+    data.qpos[:] = qpos[0]
+    mujoco.mj_forward(model, data)
+    scene, cam = mujoco.MjvScene(model, maxgeom=100), mujoco.MjvCamera()
+    cam.type, cam.fixedcamid = mujoco.mjtCamera.mjCAMERA_FIXED, model.camera("track").id
+    mujoco.mjv_updateScene(model, data, mujoco.MjvOption(), None, cam, mujoco.mjtCatBit.mjCAT_ALL,
+                           scene)
+    seen = _Path(path).visible(scene, mujoco.MjrRect(0, 0, 320, 240))
+    assert 0 < seen.sum() < len(seen) / 2
 
 
 def test_bad_shape_is_refused(tmp_path) -> None:
