@@ -50,18 +50,23 @@ class Episodes:
         for m, d in zip(self.models, self.datas, strict=True):
             d.qpos[:] = qpos0
             mujoco.mj_forward(m, d)
+        # each MjData's ctrl, qpos and qvel wrapped as arrays once (they alias its buffers), not
+        # at every step: the loop's own cost per episode-step 1.0 -> 0.6 us (mj_step: ~50 us)
+        self._ctrl = [d.ctrl for d in self.datas]
+        self._qpos = [d.qpos for d in self.datas]
+        self._qvel = [d.qvel for d in self.datas]
         self.qpos = np.tile(qpos0, (episodes, 1))
         self.qvel = np.zeros((episodes, self.models[0].nv))
         self.threads = max(1, threads)
         self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
 
     def _run(self, idx: np.ndarray, ctrl: np.ndarray) -> None:
-        for i, u in zip(idx, ctrl, strict=True):
-            d = self.datas[i]
-            d.ctrl[:] = u
-            mujoco.mj_step(self.models[i], d)
-            self.qpos[i] = d.qpos
-            self.qvel[i] = d.qvel
+        models, datas, qpos, qvel = self.models, self.datas, self._qpos, self._qvel
+        for i, u in zip(idx.tolist(), ctrl, strict=True):
+            self._ctrl[i][:] = u
+            mujoco.mj_step(models[i], datas[i])
+            self.qpos[i] = qpos[i]
+            self.qvel[i] = qvel[i]
 
     def step(self, idx: np.ndarray, ctrl: np.ndarray) -> None:
         """One step of episodes `idx` with torques ctrl (len(idx), 12)."""
@@ -77,8 +82,8 @@ class Episodes:
 
     def push(self, i: int, dv: np.ndarray) -> None:
         """Add dv (3,) m/s to the base's linear velocity of episode i (a kick)."""
-        self.datas[i].qvel[:3] += dv
-        self.qvel[i] = self.datas[i].qvel
+        self._qvel[i][:3] += dv
+        self.qvel[i] = self._qvel[i]
 
     def __enter__(self) -> Episodes:
         return self
