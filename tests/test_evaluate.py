@@ -14,6 +14,7 @@ from quadpipe.control.paths import ORIGINALS, SHAPES, parse_path, parse_paths
 from quadpipe.errors import ConfigError
 from quadpipe.evaluation.named import EvalConfig, evaluate_path, place_target
 from quadpipe.evaluation.rollouts import run_groups
+from quadpipe.learn.policy import load_checkpoint
 from quadpipe.sim.model import build_model
 
 METRICS = ("mean_tracking_error_m", "max_tracking_error_m", "final_tracking_error_m",
@@ -106,6 +107,24 @@ def _expert_metrics(path: str, duration: float) -> dict:
     q0 = start_qpos(model)
     target, num = place_target(parse_path(path), cfg, expert, q0)
     return run_groups([target], num, q0, [model], {}, expert, cfg.follower, standing=True).metrics
+
+
+def test_policies_observed_together_drive_as_each_alone(tiny_policies) -> None:
+    """Policies that observe alike share one observation per step (SharedObservation): each one's
+    episodes are the same bits as with that policy alone."""
+    expert = ExpertConfig()
+    model = build_model(expert, pd="torque")
+    q0 = start_qpos(model)
+    targets = [place_target(parse_path(name), EvalConfig(duration=0.4), expert, q0)[0]
+               for name in ("circle", "zigzag", "straight")]
+    policies = {f"seed_{i}": load_checkpoint(c)[:2] for i, c in enumerate(tiny_policies)}
+    together = run_groups(targets, 400, q0, [model] * 3, policies, expert, standing=True)
+    for name, policy in policies.items():
+        alone = run_groups(targets, 400, q0, [model] * 3, {name: policy}, expert,
+                           with_expert=False)
+        np.testing.assert_array_equal(alone.qpos[name], together.qpos[name])
+        assert json.dumps(alone.metrics[name]) == json.dumps(together.metrics[name])
+    assert not np.array_equal(together.qpos["seed_0"], together.qpos["seed_1"])
 
 
 def test_a_waypoint_path_ends_where_its_polyline_ends() -> None:
