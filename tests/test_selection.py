@@ -50,8 +50,9 @@ def _constant(torque: np.ndarray) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def stages() -> list[dict]:
-    """Two stages: round 0 (candidate: its last epoch, holding) and round 1 whose epochs are
-    holding, dropping (zero torque) and holding again; the dropping epoch has the lowest loss."""
+    """Three stages: behaviour cloning (no candidate), round 1 (candidate: its last epoch, holding)
+    and round 2 whose epochs hold, drop (zero torque) and hold; the dropping one has the lowest
+    loss."""
     hold, arch = _constant(_holding_torque())
     drop, _ = _constant(np.zeros(12))
 
@@ -62,13 +63,16 @@ def stages() -> list[dict]:
                 "history": [{"epoch": e, "valid_loss": v} for e, v, _ in rows],
                 "epoch_models": [{"epoch": e, "model": m} for e, _, m in rows]}
 
-    return [stage(0, [1, 2], [0.9, 0.8], [drop, hold]),
-            stage(1, [3, 4, 5], [0.7, 0.1, 0.6], [hold, drop, hold])]
+    return [stage(0, [1, 2], [0.9, 0.8], [drop, drop]),
+            stage(1, [3, 4], [0.9, 0.8], [drop, hold]),
+            stage(2, [5, 6, 7], [0.7, 0.1, 0.6], [hold, drop, hold])]
 
 
-def test_candidates_are_the_last_stages_epochs_and_each_earlier_stages_last(stages) -> None:
+def test_candidates_are_the_last_stages_epochs_and_each_earlier_rounds_last(stages) -> None:
     got = [(c.round, c.epoch, c.valid_loss) for c in candidates(stages)]
-    assert got == [(0, 2, 0.8), (1, 3, 0.7), (1, 4, 0.1), (1, 5, 0.6)]
+    assert got == [(1, 4, 0.8), (2, 5, 0.7), (2, 6, 0.1), (2, 7, 0.6)]
+    # behaviour cloning is a candidate only as the last stage: then every epoch of it
+    assert [c.epoch for c in candidates(stages[:1])] == [1, 2]
 
 
 def test_validation_episodes_cycle_the_conditions_on_their_own_stream() -> None:
@@ -91,10 +95,10 @@ def test_selection_picks_the_candidate_that_walks_not_the_lowest_loss(stages, tm
     part = score_part(stages, OBS, EXPERT, QUICK, RandomizeConfig(), 0, 1,
                       tmp_path / "part_0_of_1.json")
     scores = {(c["round"], c["epoch"]): (c["successes"], c["falls"]) for c in part["candidates"]}
-    assert scores[(1, 4)] == (0, 3)  # zero torque: drops in every episode
-    assert scores[(1, 3)] == scores[(1, 5)] == scores[(0, 2)] == (3, 0)
+    assert scores[(2, 6)] == (0, 3)  # zero torque: drops in every episode
+    assert scores[(2, 5)] == scores[(2, 7)] == scores[(1, 4)] == (3, 0)
     sel = choose([tmp_path / "part_0_of_1.json"])
-    assert (sel["chosen"]["round"], sel["chosen"]["epoch"]) != (1, 4)  # the lowest loss
+    assert (sel["chosen"]["round"], sel["chosen"]["epoch"]) != (2, 6)  # the lowest loss
     assert sel["chosen"]["successes"] == 3
     # among equals, the lower tracking error, then the later candidate
     holders = [c for c in sel["candidates"] if c["successes"] == 3]
@@ -146,9 +150,9 @@ def test_parts_that_do_not_make_one_selection_are_refused(stages, tmp_path) -> N
 
 
 def test_an_old_stage_without_epoch_weights_is_refused_with_the_fix(stages) -> None:
-    old = {k: v for k, v in stages[1].items() if k != "epoch_models"}
+    old = {k: v for k, v in stages[2].items() if k != "epoch_models"}
     with pytest.raises(StageError, match="run that training stage again"):
-        candidates([stages[0], old])
+        candidates([*stages[:2], old])
 
 
 def test_rank_key_orders_success_then_falls_then_error() -> None:

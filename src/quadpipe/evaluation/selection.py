@@ -6,7 +6,7 @@ seed and from machine to machine (last-bit differences grow through DAgger's epi
 robomimic keeps the checkpoint with the best rollout success, every seed's candidates are rolled
 out on validation episodes and the best by a closed-loop score becomes best.pt.
 
-Candidates: every epoch of the last training stage and the last epoch of each earlier stage
+Candidates: every epoch of the last training stage and the last epoch of each earlier DAgger round
 (learn.candidates).
 
 Validation episodes: `select.episodes` random paths and speeds from the stream
