@@ -7,13 +7,13 @@ the caller set it to "egl"/"osmesa", else EGL (Debian: libegl1 + libegl-mesa0), 
 (libosmesa6).
 Shadows and reflections are off: they cost most of the software-rendering time and add nothing.
 
-The target path is most of what is left: up to 400 transparent capsules of ~2,000 triangles, each
-drawn twice (MuJoCo's two transparency passes), against ~30 geoms of robot and floor. Each frame
-hands the renderer only the capsules whose bounding sphere meets the camera's view frustum: the
-ones left out are clipped whole by OpenGL and would give no pixel, and MuJoCo sorts transparent
-geoms with a stable sort, so the ones drawn keep their order. The frames are the same pixel for
-pixel (tests/test_render.py, benchmarks/evaluation.py); on software rendering (llvmpipe) this
-roughly halves a video's rendering time.
+The target path is drawn as up to 400 line segments PATH_LINE_PX pixels wide on the floor. As
+capsules (~2,000 triangles each, drawn twice by MuJoCo's two transparency passes) the path was
+85 % of a frame's software-rendering time (llvmpipe), 67-110 s of CPU per 10-s video; as lines
+a frame costs 7x less and looks the same at 320x240 (benchmarks/README.md). Each frame also hands
+the renderer only the segments whose bounding sphere meets the camera's view frustum: the ones
+left out are clipped whole by OpenGL and would give no pixel, and MuJoCo sorts transparent geoms
+with a stable sort, so the ones drawn keep their order (the same pixels: tests/test_render.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from quadpipe.errors import QuadpipeError
 HEADLESS_BACKENDS = ("egl", "osmesa")
 CAMERA = "track"
 PATH_RGBA = (0.1, 0.4, 1.0, 0.9)  # target path colour
-PATH_WIDTH = 0.012  # m, radius of the target path's capsules
+PATH_LINE_PX = 3.0  # pixels, width of the target path's line
 MAX_PATH_SEGMENTS = 400
 
 
@@ -71,10 +71,12 @@ def _gl_context(width: int, height: int):
 
 
 class _Path:
-    """The target path (N, 2) m as thin capsules lying on the floor at height z, added to a scene
-    frame by frame: only the capsules the camera can see (module docstring)."""
+    """The target path (N, 2) m as line segments lying on the floor at height z, added to a scene
+    frame by frame: only the segments the camera can see (module docstring)."""
 
-    MARGIN = 0.02  # m added to each capsule's bounding sphere in the view test
+    # m added to each segment's bounding sphere in the view test: more than half a line's width
+    # (1.5 px) even where a pixel spans several centimetres of floor, far from the camera
+    MARGIN = 0.1
 
     def __init__(self, target_xy: np.ndarray, z: float = 0.004) -> None:
         pts = np.asarray(target_xy, dtype=float)
@@ -87,11 +89,11 @@ class _Path:
         keep = ~np.all(np.isclose(pts[:-1], pts[1:]), axis=1)  # as np.allclose per segment
         self.a, self.b = a[keep], b[keep]
         self.centre = 0.5 * (self.a + self.b)
-        self.radius = 0.5 * np.linalg.norm(self.b - self.a, axis=1) + PATH_WIDTH + self.MARGIN
+        self.radius = 0.5 * np.linalg.norm(self.b - self.a, axis=1) + self.MARGIN
         self.rgba = np.asarray(PATH_RGBA, dtype=np.float32)
 
     def visible(self, scene: mujoco.MjvScene, viewport: mujoco.MjrRect) -> np.ndarray:
-        """(S,) bool: capsules whose bounding sphere is not wholly outside the view frustum that
+        """(S,) bool: segments whose bounding sphere is not wholly outside the view frustum that
         mjr_render sets up (render_gl3.c setView: the average of the scene's two cameras)."""
         cam = mujoco.mjv_averageCamera(scene.camera[0], scene.camera[1])
         if cam.orthographic or scene.enabletransform:
@@ -113,15 +115,15 @@ class _Path:
                 & ((top * depth - near * y) / np.hypot(near, top) > -r))
 
     def add(self, scene: mujoco.MjvScene, viewport: mujoco.MjrRect, cull: bool = True) -> None:
-        """Append the capsules (the visible ones if `cull`) to the scene, in path order."""
+        """Append the segments (the visible ones if `cull`) to the scene, in path order."""
         idx = np.flatnonzero(self.visible(scene, viewport)) if cull else range(len(self.a))
         for i in idx:
             if scene.ngeom >= scene.maxgeom:
                 return
             g = scene.geoms[scene.ngeom]
-            mujoco.mjv_initGeom(g, mujoco.mjtGeom.mjGEOM_CAPSULE, np.zeros(3), np.zeros(3),
+            mujoco.mjv_initGeom(g, mujoco.mjtGeom.mjGEOM_LINE, np.zeros(3), np.zeros(3),
                                 np.zeros(9), self.rgba)
-            mujoco.mjv_connector(g, mujoco.mjtGeom.mjGEOM_CAPSULE, PATH_WIDTH, self.a[i],
+            mujoco.mjv_connector(g, mujoco.mjtGeom.mjGEOM_LINE, PATH_LINE_PX, self.a[i],
                                  self.b[i])
             scene.ngeom += 1
 
