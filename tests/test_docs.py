@@ -70,3 +70,30 @@ def test_readme_is_a_front_door_with_the_headline_block() -> None:
     assert 0 < begin < end, "README.md needs its headline block markers, begin before end"
     assert re.search(r"!\[[^\]]*\]\(docs/figures/\w+\.png\)", readme[:begin]), \
         "the picture a run made belongs above the headline"
+
+
+def updater():
+    """docs/update_headline.py as a module."""
+    spec = importlib.util.spec_from_file_location("update_headline",
+                                                  ROOT / "docs" / "update_headline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_headline_is_a_runs_file_not_typed_by_hand() -> None:
+    """README.md's headline block is docs/headline.md, the copy of a run's results/eval/headline.md
+    (docs/update_headline.py), and that names the machine and the seeds."""
+    up = updater()
+    record = (ROOT / "docs" / "headline.md").read_text()
+    assert up.block((ROOT / "README.md").read_text()) == record.strip("\n"), \
+        "README.md's headline differs from docs/headline.md: run python docs/update_headline.py"
+    first = record.splitlines()[0]
+    assert " cores, torch " in first and "training seeds" in first, first
+
+
+def test_update_headline_replaces_only_the_block() -> None:
+    up = updater()
+    text = f"intro\n{up.BEGIN}\nold\nlines\n\n{up.END}\nrest\n"
+    assert up.with_block(text, "new\n") == f"intro\n{up.BEGIN}\nnew\n{up.END}\nrest\n"
+    assert up.block(up.with_block(text, "x")) == "x"
