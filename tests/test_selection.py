@@ -50,9 +50,8 @@ def _constant(torque: np.ndarray) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def stages() -> list[dict]:
-    """Three stages: behaviour cloning (no candidate), round 1 (candidate: its last epoch, holding)
-    and round 2 whose epochs hold, drop (zero torque) and hold; the dropping one has the lowest
-    loss."""
+    """Three stages: behaviour cloning and round 1 (no candidates) and round 2 whose epochs hold,
+    drop (zero torque) and hold; the dropping one has the lowest validation loss."""
     hold, arch = _constant(_holding_torque())
     drop, _ = _constant(np.zeros(12))
 
@@ -68,11 +67,12 @@ def stages() -> list[dict]:
             stage(2, [5, 6, 7], [0.7, 0.1, 0.6], [hold, drop, hold])]
 
 
-def test_candidates_are_the_last_stages_epochs_and_each_earlier_rounds_last(stages) -> None:
+def test_candidates_are_the_last_stages_epochs(stages) -> None:
     got = [(c.round, c.epoch, c.valid_loss) for c in candidates(stages)]
-    assert got == [(1, 4, 0.8), (2, 5, 0.7), (2, 6, 0.1), (2, 7, 0.6)]
-    # behaviour cloning is a candidate only as the last stage: then every epoch of it
-    assert [c.epoch for c in candidates(stages[:1])] == [1, 2]
+    assert got == [(2, 5, 0.7), (2, 6, 0.1), (2, 7, 0.6)]
+    assert [c.epoch for c in candidates(stages[:1])] == [1, 2]  # plain cloning: its epochs
+    with pytest.raises(StageError, match="rounds 0..R in order"):
+        candidates(stages[1:])
 
 
 def test_validation_episodes_cycle_the_conditions_on_their_own_stream() -> None:
@@ -96,7 +96,7 @@ def test_selection_picks_the_candidate_that_walks_not_the_lowest_loss(stages, tm
                       tmp_path / "part_0_of_1.json")
     scores = {(c["round"], c["epoch"]): (c["successes"], c["falls"]) for c in part["candidates"]}
     assert scores[(2, 6)] == (0, 3)  # zero torque: drops in every episode
-    assert scores[(2, 5)] == scores[(2, 7)] == scores[(1, 4)] == (3, 0)
+    assert scores[(2, 5)] == scores[(2, 7)] == (3, 0)
     sel = choose([tmp_path / "part_0_of_1.json"])
     assert (sel["chosen"]["round"], sel["chosen"]["epoch"]) != (2, 6)  # the lowest loss
     assert sel["chosen"]["successes"] == 3
@@ -104,7 +104,7 @@ def test_selection_picks_the_candidate_that_walks_not_the_lowest_loss(stages, tm
     holders = [c for c in sel["candidates"] if c["successes"] == 3]
     assert sel["chosen"] == min(holders, key=lambda c: (c["mean_tracking_error_m"],
                                                         -c["epoch"]))
-    assert [c["index"] for c in sel["candidates"]] == [0, 1, 2, 3]
+    assert [c["index"] for c in sel["candidates"]] == [0, 1, 2]
     assert "episodes" not in sel["chosen"]
 
 
@@ -161,3 +161,10 @@ def test_rank_key_orders_success_then_falls_then_error() -> None:
             {"successes": 2, "falls": 1, "mean_tracking_error_m": 0.1, "round": 1, "epoch": 3},
             {"successes": 2, "falls": 0, "mean_tracking_error_m": 0.4, "round": 0, "epoch": 4}]
     assert [r["epoch"] for r in sorted(rows, key=selection.rank_key)] == [2, 4, 1, 3]
+
+
+def test_the_selection_is_off_by_default_and_says_how_to_switch_it_on(stages) -> None:
+    from quadpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"select.episodes is 0.*set it \(e.g. 30\)"):
+        score_part(stages, OBS, EXPERT, SelectConfig(), RandomizeConfig(), 0, 1)

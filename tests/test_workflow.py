@@ -307,6 +307,7 @@ def test_the_schema_defaults_are_the_library_defaults():
     from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig
     from quadpipe.control.paths import ORIGINALS, parse_paths
     from quadpipe.evaluation.named import EvalConfig
+    from quadpipe.evaluation.selection import SelectConfig
     from quadpipe.evaluation.suite import SuiteConfig
     from quadpipe.learn.train_config import TrainConfig
     from quadpipe.sim.randomize import RandomizeConfig
@@ -323,7 +324,7 @@ def test_the_schema_defaults_are_the_library_defaults():
     for section, cls in [("expert", ExpertConfig), ("stability", StabilityConfig),
                          ("generate", GenerateConfig), ("train", TrainConfig),
                          ("eval", EvalConfig), ("suite", SuiteConfig),
-                         ("randomize", RandomizeConfig)]:
+                         ("randomize", RandomizeConfig), ("select", SelectConfig)]:
         props = schema["properties"][section]["properties"]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         assert {(section, p) for p in props} - workflow_only == {

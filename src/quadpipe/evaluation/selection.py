@@ -6,8 +6,7 @@ seed and from machine to machine (last-bit differences grow through DAgger's epi
 robomimic keeps the checkpoint with the best rollout success, every seed's candidates are rolled
 out on validation episodes and the best by a closed-loop score becomes best.pt.
 
-Candidates: every epoch of the last training stage and the last epoch of each earlier DAgger round
-(learn.candidates).
+Candidates: every epoch of the last training stage (learn.candidates says why not earlier ones).
 
 Validation episodes: `select.episodes` random paths and speeds from the stream
 `(SELECT_STREAM, select.seed)` (evaluation.episodes: disjoint from DAgger's and the suite's),
@@ -65,7 +64,8 @@ class SelectionError(QuadpipeError):
 class SelectConfig:
     """The `select` section of config.yaml (closed-loop checkpoint selection)."""
 
-    episodes: int = 30  # validation episodes per candidate; 0 = best.pt by validation loss
+    episodes: int = 0  # validation episodes per candidate (30 in the study); 0 = off, best.pt by
+    # the validation loss (why off by default: docs/training.md, Finding 7)
     seconds: float = 8.0  # s per episode, from standing
     seed: int = 1  # the episodes' stream (with SELECT_STREAM: never DAgger's or the suite's)
     speed: tuple[float, float] = (0.15, 0.28)  # m/s of the target (the suite's range)
@@ -106,6 +106,9 @@ def score_part(stages: Sequence[dict[str, Any]], obs: ObsConfig, expert: ExpertC
     episodes; their per-episode results (and the file `out`)."""
     if not 0 <= part < parts:
         raise SelectionError(f"part {part} is not in 0..{parts - 1}")
+    if cfg.episodes == 0:
+        raise ConfigError("select.episodes is 0: the closed-loop selection is off; set it (e.g. "
+                          "30) to roll out the candidates")
     every = candidates(stages)
     mine = list(range(part, len(every), parts))
     model = build_model(expert, pd="torque")

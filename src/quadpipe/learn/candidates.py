@@ -1,13 +1,12 @@
 """The checkpoints a seed's training stages offer to the closed-loop selection.
 
-Every stage file keeps the weights of each of its epochs (learn.train). The candidates are every
-epoch of the last stage and the last epoch of each earlier DAgger round: the last round's epochs
-are the policies that trained on the most of their own states, the earlier rounds' ends are there
-for a seed whose last round made it worse. Behaviour cloning (round 0) is a candidate only when
-it is the last stage: it never saw its own states, and in the 5-seed study it fell in a third of
-the validation episodes where every DAgger round fell in at most two of 30 (docs/training.md),
-so rolling it out only cost time.
-evaluation.selection rolls them out; learn.train.finish writes the chosen one as best.pt.
+Every stage file keeps the weights of each of its epochs (learn.train). The candidates are the
+epochs of the last stage: the policies that trained on the most of their own states. Earlier
+rounds' last epochs were candidates at first; in the 5-seed study three seeds of five then chose
+round 1's end by one validation episode of 30, and those policies tracked the circle 1.55-1.64x
+the expert where the last round's epochs stayed within 1.45x (docs/training.md, Finding 7): on
+30 episodes a one-episode lead is noise, and the earlier rounds' worse tracking is not.
+evaluation.selection rolls the candidates out; learn.train.finish writes the chosen one as best.pt.
 """
 
 from __future__ import annotations
@@ -29,25 +28,19 @@ class Candidate:
 
 
 def candidates(stages: Sequence[dict[str, Any]]) -> list[Candidate]:
-    """The candidates of a seed's stage states (rounds 0 .. R, in order), in that order."""
-    out = []
+    """The candidates of a seed's stage states (rounds 0 .. R, in order): every epoch of the
+    last."""
     for k, st in enumerate(stages):
         if st["round"] != k:
             raise StageError(f"stage {k} holds round {st['round']}; give the stage files of "
                              "rounds 0..R in order")
-        if k == 0 and len(stages) > 1:
-            continue
-        if k < len(stages) - 1:
-            out.append(Candidate(k, int(st["epoch"]), _valid_loss(st, st["epoch"]),
-                                 st["model"]))
-            continue
-        epochs = st.get("epoch_models")
-        if not epochs:
-            raise StageError(f"round {k}'s stage file keeps no per-epoch weights (written by an "
-                             "older quadpipe); run that training stage again")
-        out += [Candidate(k, int(e["epoch"]), _valid_loss(st, e["epoch"]), e["model"])
-                for e in epochs]
-    return out
+    last = stages[-1]
+    epochs = last.get("epoch_models")
+    if not epochs:
+        raise StageError(f"round {last['round']}'s stage file keeps no per-epoch weights (written "
+                         "by an older quadpipe); run that training stage again")
+    return [Candidate(last["round"], int(e["epoch"]), _valid_loss(last, e["epoch"]), e["model"])
+            for e in epochs]
 
 
 def _valid_loss(stage: dict[str, Any], epoch: int) -> float:
