@@ -54,11 +54,11 @@ def _spread(values: list[float]) -> str:
 def headline_markdown(paths: list[dict[str, Any]], suite: list[dict[str, Any]],
                       where: dict[str, Any]) -> str:
     """The headline of a run's named-path and suite results, measured on machine `where`."""
-    seeds = paths[0]["seeds"] if paths else []
-    n_seeds = len(seeds) if paths else len(suite[0]["seeds"]) if suite else 0
-    out = [f"Measured by a run of the default pipeline on {where['date']}: {where['cpu']}, "
-           f"{where['cores']} cores, torch {where['torch']}, MuJoCo {where['mujoco']}; "
-           f"{n_seeds} training seeds, every figure over all of them.", ""]
+    seeds = [s["seed"] for s in paths[0]["seeds"]] if paths else \
+        list(suite[0]["seeds"]) if suite else []
+    out = [f"Measured on {where['date']}: {where['cpu']}, {where['cores']} cores, torch "
+           f"{where['torch']}, MuJoCo {where['mujoco']}; {len(seeds)} training seeds "
+           f"({', '.join(map(str, seeds))}), every figure over all of them.", ""]
     if paths:
         rows = []
         for r in paths:
