@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from quadpipe.evaluation.intervals import cluster_bootstrap  # noqa: E402
 from quadpipe.evaluation.selection import choose  # noqa: E402
-from quadpipe.learn.candidates import candidates  # noqa: E402
 from quadpipe.learn.stages import load_state  # noqa: E402
 
 CONDITIONS = ("nominal", "randomized", "pushes")
@@ -43,16 +42,16 @@ def seeds(run: Path) -> list[int]:
 
 
 def choices(run: Path, seed: int) -> dict:
-    """The two choices of one seed: candidate indices and the selection's table."""
+    """The two choices of one seed, as selection rows (round, epoch, score) found by epoch: the
+    last round's lowest validation loss and the closed loop's; and that loss epoch's weights."""
     d = run / f"results/train/seed_{seed}"
-    stages = [load_state(f) for f in sorted((d / "stages").glob("round_*.pt"),
-                                            key=lambda f: int(f.stem.split("_")[1]))]
+    last = load_state(max((d / "stages").glob("round_*.pt"),
+                          key=lambda f: int(f.stem.split("_")[1])))
     sel = choose(sorted((d / "select").glob("part_*.json")))
-    every = candidates(stages)
-    by_loss = next(i for i, c in enumerate(every)
-                   if c.round == stages[-1]["round"] and c.epoch == stages[-1]["best"]["epoch"])
-    return {"stages": stages, "selection": sel, "loss": by_loss,
-            "closed_loop": sel["chosen"]["index"], "candidates": every}
+    by_epoch = {c["epoch"]: c for c in sel["candidates"]}
+    loss_epoch = last["best"]["epoch"]
+    weights = next(e["model"] for e in last["epoch_models"] if e["epoch"] == loss_epoch)
+    return {"loss": by_epoch[loss_epoch], "closed_loop": sel["chosen"], "weights": weights}
 
 
 def baseline(run: Path, out: Path) -> None:
@@ -62,15 +61,14 @@ def baseline(run: Path, out: Path) -> None:
     for s in seeds(run):
         c = choices(run, s)
         _, obs, ckpt = load_checkpoint(run / f"results/train/seed_{s}/best.pt")
-        cand = c["candidates"][c["loss"]]
         policy = Policy.from_architecture(ckpt["architecture"])
-        policy.load_state_dict(cand.model)
+        policy.load_state_dict(c["weights"])
         save_checkpoint(out / f"seed_{s}/best.pt", policy, obs, ckpt["train_config"],
-                        {"epoch": cand.epoch, "valid_loss": cand.valid_loss,
+                        {"epoch": c["loss"]["epoch"], "valid_loss": c["loss"]["valid_loss"],
                          "selection": {"method": "valid_loss"}})
-        same = c["loss"] == c["closed_loop"]
-        print(f"seed {s}: loss chooses epoch {cand.epoch}, the closed loop epoch "
-              f"{c['candidates'][c['closed_loop']].epoch}" + (" (the same)" if same else ""))
+        same = c["loss"]["epoch"] == c["closed_loop"]["epoch"]
+        print(f"seed {s}: loss chooses epoch {c['loss']['epoch']}, the closed loop epoch "
+              f"{c['closed_loop']['epoch']}" + (" (the same)" if same else ""))
         if not same:
             differ.append(s)
     print("differing seeds:", " ".join(map(str, differ)))
@@ -94,8 +92,7 @@ def table(run: Path, out: Path) -> None:
     for s in seeds(run):
         c = choices(run, s)
         for how in ("loss", "closed_loop"):
-            k = c[how]
-            score = c["selection"]["candidates"][k]
+            score = c[how]
             use_base = how == "loss" and s in differ
             cells = []
             for p in paths:
@@ -107,7 +104,7 @@ def table(run: Path, out: Path) -> None:
             for cond in CONDITIONS:
                 src = base_suites.get(cond) if use_base else suites[cond]
                 cells.append(_suite_cell(src, s))
-            rows.append(f"| {s} | {how.replace('_', ' ')} | {c['candidates'][k].epoch} | "
+            rows.append(f"| {s} | {how.replace('_', ' ')} | {score['epoch']} | "
                         f"{score['successes']}/{score['n']} / {score['falls']} / "
                         f"{score['mean_tracking_error_m']:.3f} | " + " | ".join(cells) + " |")
     print("\n".join(rows))
