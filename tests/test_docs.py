@@ -12,13 +12,16 @@ PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
-def generator():
-    """docs/make_configuration.py as a module (docs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_configuration",
-                                                  ROOT / "docs" / "make_configuration.py")
+def docs_script(name: str):
+    """docs/<name>.py as a module (docs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def generator():
+    return docs_script("make_configuration")
 
 
 def test_configuration_md_is_what_the_schema_generates() -> None:
@@ -73,12 +76,7 @@ def test_readme_is_a_front_door_with_the_headline_block() -> None:
 
 
 def updater():
-    """docs/update_headline.py as a module."""
-    spec = importlib.util.spec_from_file_location("update_headline",
-                                                  ROOT / "docs" / "update_headline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return docs_script("update_headline")
 
 
 def test_the_readme_headline_is_a_runs_file_not_typed_by_hand() -> None:

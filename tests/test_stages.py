@@ -184,3 +184,32 @@ def test_best_pt_is_the_closed_loop_choice_whatever_the_job_split(tiny_shard, ch
     _, _, by_loss = load_checkpoint(tmp_path / "loss" / "best.pt")
     assert by_loss["selection"] == {"method": "valid_loss"}
     assert tensors_equal(by_loss["state_dict"], load_state(chain["round_1"])["best"]["model"])
+
+
+@pytest.mark.slow
+def test_a_killed_selection_job_leaves_nothing_and_its_rerun_chooses_the_same(tiny_shard, chain,
+                                                                              tmp_path):
+    from quadpipe.evaluation.selection import choose
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "train": {**dataclasses.asdict(CFG), "hidden": list(CFG.hidden)},
+        "select": {"episodes": 6, "seconds": 1.0}}))
+    stages = [str(chain["round_0"]), str(chain["round_1"])]
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "quadpipe", "select", "--stage", *stages, "--dataset",
+                str(tiny_shard), "--out", str(out), "--config", str(config)]
+
+    reference = tmp_path / "reference" / "part_0_of_1.json"
+    assert subprocess.run(cmd(reference), env=ENV, capture_output=True).returncode == 0
+    out = tmp_path / "killed" / "part_0_of_1.json"
+    proc = subprocess.Popen(cmd(out), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(3.0)  # past the imports, inside the rollouts
+    assert proc.poll() is None, "the selection ended before it was killed: make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and not any(out.parent.glob("*"))  # nothing half-written
+    assert subprocess.run(cmd(out), env=ENV, capture_output=True).returncode == 0
+    assert choose([out]) == choose([reference])
