@@ -218,7 +218,7 @@ def finish(state_files: str | Path | Sequence[str | Path], out_dir: str | Path,
         policy.load_state_dict(state["best"]["model"])
         extra = {**state["best"]["extra"], "selection": {"method": "valid_loss"}}
     else:
-        chosen = _chosen(selection, files, cfg)
+        chosen = _chosen(selection, [*map(load_state, files[:-1]), state], files, cfg)
         best_epoch, best_loss = chosen.epoch, chosen.valid_loss
         policy.load_state_dict(chosen.model)
         extra = {"epoch": chosen.epoch, "valid_loss": chosen.valid_loss,
@@ -236,21 +236,20 @@ def finish(state_files: str | Path | Sequence[str | Path], out_dir: str | Path,
             "samples_per_s": float(np.median([h["samples_per_s"] for h in history]))}
 
 
-def _chosen(selection: dict[str, Any], files: list[str | Path], cfg: TrainConfig) -> Candidate:
-    """The chosen candidate's weights, from the stage files the selection rolled out."""
+def _chosen(selection: dict[str, Any], stages: list[dict[str, Any]], files: list[str | Path],
+            cfg: TrainConfig) -> Candidate:
+    """The chosen candidate's weights, from the stage states (of `files`) the selection rolled
+    out."""
     if selection.get("seed") != cfg.seed or selection.get("chosen") is None:
         raise StageError(f"the selection is of seed {selection.get('seed')} with "
                          f"{len(selection.get('candidates', []))} candidates; seed {cfg.seed} "
                          "needs its own: rerun its selection jobs")
-    stages = [load_state(f) for f in files]
     every = candidates(stages)
-    want = selection["chosen"]
     if len(every) != len(selection["candidates"]) or \
-            selection.get("stages", [s["fingerprint"] for s in stages]) != \
-            [s["fingerprint"] for s in stages]:
+            selection["stages"] != [s["fingerprint"] for s in stages]:
         raise StageError(f"the selection rolled out other stages than {', '.join(map(str, files))}"
                          "; rerun its selection jobs")
-    return every[want["index"]]
+    return every[selection["chosen"]["index"]]
 
 
 def _add_selection(history: list[dict[str, Any]], selection: dict[str, Any]) -> None:
