@@ -309,6 +309,7 @@ def test_the_schema_defaults_are_the_library_defaults():
     from quadpipe.evaluation.named import EvalConfig
     from quadpipe.evaluation.selection import SelectConfig
     from quadpipe.evaluation.suite import SuiteConfig
+    from quadpipe.learn.finetune import FinetuneConfig
     from quadpipe.learn.train_config import TrainConfig
     from quadpipe.sim.randomize import RandomizeConfig
 
@@ -324,7 +325,8 @@ def test_the_schema_defaults_are_the_library_defaults():
     for section, cls in [("expert", ExpertConfig), ("stability", StabilityConfig),
                          ("generate", GenerateConfig), ("train", TrainConfig),
                          ("eval", EvalConfig), ("suite", SuiteConfig),
-                         ("randomize", RandomizeConfig), ("select", SelectConfig)]:
+                         ("randomize", RandomizeConfig), ("select", SelectConfig),
+                         ("finetune", FinetuneConfig)]:
         props = schema["properties"][section]["properties"]
         fields = {f.name: f for f in dataclasses.fields(cls)}
         assert {(section, p) for p in props} - workflow_only == {

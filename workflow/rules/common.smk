@@ -136,9 +136,81 @@ def seed_dir(seed):
     return f"results/train/seed_{seed}"
 
 
-def seed_checkpoints(wildcards=None):
-    """Every seed's best.pt, the first seed's first (its policy is the default one)."""
+def finetuning():
+    """Whether the policies are fine-tuned (finetune.iterations > 0)."""
+    return config["finetune"]["iterations"] > 0
+
+
+def imitation_checkpoints(wildcards=None):
+    """Every seed's imitated policy (best.pt), the first seed's first."""
     return [f"{seed_dir(s)}/best.pt" for s in SEEDS]
+
+
+def seed_checkpoints(wildcards=None):
+    """Every seed's evaluated policy, the first seed's first (its policy is the default one):
+    the fine-tuned one when fine-tuning is on, else the imitated one."""
+    if finetuning():
+        return [f"{seed_dir(s)}/finetuned.pt" for s in SEEDS]
+    return imitation_checkpoints()
+
+
+def baseline_arg(wildcards, input):
+    """`--baseline FILES`: with fine-tuning on, the imitated policies are evaluated beside the
+    fine-tuned ones on the same episodes; nothing otherwise."""
+    return f"--baseline {' '.join(input.baseline)}" if finetuning() else ""
+
+
+def baseline_inputs(wildcards=None):
+    return imitation_checkpoints() if finetuning() else []
+
+
+def finetune_jobs():
+    f = config["finetune"]
+    return -(-f["iterations"] // f["iterations_per_job"])
+
+
+def finetune_file(seed, job):
+    return f"{seed_dir(seed)}/finetune/job_{job}.pt"
+
+
+def finetune_start(wildcards):
+    """Job 0 starts from the imitated policy, job j from job j - 1's state."""
+    job = int(wildcards.job)
+    return (
+        f"{seed_dir(wildcards.seed)}/best.pt"
+        if job == 0
+        else finetune_file(wildcards.seed, job - 1)
+    )
+
+
+def finetune_last(wildcards):
+    return finetune_file(wildcards.seed, finetune_jobs() - 1)
+
+
+def finetune_settings(wildcards, job=None):
+    """A fine-tuning job's settings: the finetune section with `iterations` cut to where this
+    job ends (so adding iterations reruns only the jobs that change), the expert, the randomize
+    ranges it draws from (if finetune.randomize), the seed and the tracker."""
+    f = {k: v for k, v in config["finetune"].items() if k != "threads"}
+    if job is not None:
+        f["iterations"] = min((job + 1) * f["iterations_per_job"], f["iterations"])
+    t = config["train"]
+    out = {
+        "finetune": f,
+        "expert": config["expert"],
+        "train": {
+            "seed": int(wildcards.seed),
+            **{k: t[k] for k in ("logger", "wandb_mode", "wandb_project")},
+        },
+    }
+    if f["randomize"]:
+        r = config["randomize"]
+        out["randomize"] = {"physics": r["physics"], "pushes": r["pushes"]}
+    return json.dumps(out, sort_keys=True)
+
+
+def finetune_job_settings(wildcards):
+    return finetune_settings(wildcards, int(wildcards.job))
 
 
 def output_dir(wildcards, output):
@@ -288,6 +360,14 @@ def suite_results(wildcards=None):
     return expand("results/eval/suite/{condition}.json", condition=CONDITIONS)
 
 
+def finetune_curves():
+    if not finetuning():
+        return []
+    return [
+        f"{seed_dir(s)}/{f}" for s in SEEDS for f in ("finetune.csv", "finetune.png")
+    ]
+
+
 def training_curves():
     return [f"{seed_dir(s)}/{f}" for s in SEEDS for f in ("history.csv", "loss.png")]
 
@@ -313,6 +393,7 @@ def all_results():
         "results/report/replay_videos.html",
         CHECKPOINT,
         training_curves(),
+        finetune_curves(),
         eval_results(),
         eval_plots(),
         suite_results(),

@@ -67,7 +67,8 @@ rule eval_video:
 
 rule suite:
     input:
-        seed_checkpoints,
+        checkpoints=seed_checkpoints,
+        baseline=baseline_inputs,
     output:
         "results/eval/suite/{condition}.json",
     log:
@@ -84,9 +85,11 @@ rule suite:
     params:
         settings=suite_settings,
         seeds=" ".join(str(s) for s in SEEDS),
+        baseline=baseline_arg,
     shell:
         "echo {params.settings:q} > {log.settings} && "
-        "OMP_NUM_THREADS=1 python -m quadpipe suite --checkpoint {input} --seeds {params.seeds} "
+        "OMP_NUM_THREADS=1 python -m quadpipe suite --checkpoint {input.checkpoints} "
+        "--seeds {params.seeds} {params.baseline} "
         "--condition {wildcards.condition} --threads {threads} --out {output} "
         "--config {log.settings} > {log.out} 2>&1"
 

@@ -145,7 +145,7 @@ rule policy:
 
 rule default_policy:
     input:
-        f"results/train/seed_{SEEDS[0]}/best.pt",
+        seed_checkpoints()[0],
     output:
         CHECKPOINT,
     log:

@@ -100,6 +100,9 @@ def _render(args: argparse.Namespace) -> None:
 def _suite_args(p: argparse.ArgumentParser) -> None:
     _checkpoint_args(p)
     p.add_argument("--condition", required=True, help="nominal, randomized or pushes")
+    p.add_argument("--baseline", nargs="*", default=[],
+                   help="one more checkpoint per seed run on the same episodes (the imitated "
+                   "policies a fine-tuning started from): compared with --checkpoint's")
     p.add_argument("--out", required=True, help="JSON of every episode and the aggregates")
     p.add_argument("--threads", type=int, help="simulation threads (default: suite.threads)")
     p.add_argument("--config", help="YAML with suite and expert sections")
@@ -119,12 +122,17 @@ def _suite(args: argparse.Namespace) -> None:
         suite = dataclasses.replace(suite, threads=args.threads)
     seeds = args.seeds if args.seeds is not None else list(range(len(args.checkpoint)))
     r = run_condition(args.checkpoint, seeds, args.condition, suite,
-                      from_mapping(ExpertConfig, cfg.get("expert"), "expert"), args.out)
+                      from_mapping(ExpertConfig, cfg.get("expert"), "expert"), args.out,
+                      args.baseline or None)
     for ckpt, s in zip(r["checkpoints"], r["policy"]["per_seed"], strict=True):
         _track(ckpt, s, f"suite/{args.condition}")
     pol, exp = r["policy"]["pooled"], r["expert"]
     print(f"{args.condition}: success policy {pol['successes']}/{pol['n']}, expert "
           f"{exp['successes']}/{exp['n']}; median error ratio {r['ratio']['median']}")
+    if "vs_baseline" in r:
+        v = r["vs_baseline"]
+        print(f"{args.condition}: vs baseline: success diff {v['success_diff']:+.3f} "
+              f"{v['success_diff_ci95']}, median error ratio {v['ratio']['median']}")
 
 
 def _select_args(p: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from quadpipe.cli.main import load_config, verb
 
@@ -126,3 +127,58 @@ def _finish(args: argparse.Namespace) -> None:
         f"closed loop, {selection['chosen']['successes']}/{selection['chosen']['n']} successes"
     print(f"{args.out_dir}: best epoch {summary['best_epoch']} ({how}), valid loss "
           f"{summary['best_valid_loss']:.4f}")
+
+
+def _finetune_config(path: str | None):
+    from quadpipe.learn.finetune import FinetuneConfig
+
+    return FinetuneConfig.from_mapping(load_config(path).get("finetune"))
+
+
+def _finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", required=True, help="job 0: the imitated policy (best.pt); job "
+                   "j: job j - 1's state file")
+    p.add_argument("--job", type=int, required=True, help="this job, 0-based: iterations "
+                   "job * iterations_per_job onwards")
+    p.add_argument("--out", required=True, help="this job's state file (resume checkpoint: "
+                   "OUT.partial/resume.pt while it runs)")
+    p.add_argument("--threads", type=int, help="simulation threads (default finetune.threads; "
+                   "the result does not depend on it)")
+    p.add_argument("--config", help="YAML with finetune, expert, randomize sections and "
+                   "train.seed (and train.logger)")
+
+
+@verb("finetune", _finetune_args)
+def _finetune(args: argparse.Namespace) -> None:
+    """One fine-tuning job (PPO from the imitated policy); resumes after a kill."""
+    from quadpipe.config import ExpertConfig, from_mapping
+    from quadpipe.learn.finetune import run_job
+
+    raw = load_config(args.config)
+    train = _train_config(args.config)
+    cfg = _finetune_config(args.config)
+    if args.threads:
+        cfg = dataclasses.replace(cfg, threads=args.threads)
+    state = run_job(args.start, args.out, cfg, train.seed, args.job,
+                    from_mapping(ExpertConfig, raw.get("expert"), "expert"),
+                    _randomize(args.config), train.logger)
+    last = state["history"][-1]
+    print(f"{args.out}: job {args.job} done at iteration {state['iteration']}: tracking "
+          f"{last['tracking_error_m']:.3f} m, falls {last['fall_fraction']:.2f}")
+
+
+def _finish_finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", required=True, help="the seed's last fine-tuning job's state")
+    p.add_argument("--out-dir", required=True,
+                   help="where finetuned.pt, finetune.csv and finetune.png go")
+    p.add_argument("--config", help="YAML with a finetune section and train.seed")
+
+
+@verb("finish-finetune", _finish_finetune_args)
+def _finish_finetune(args: argparse.Namespace) -> None:
+    """Write the fine-tuned policy (a plain checkpoint), finetune.csv and finetune.png."""
+    from quadpipe.learn.finetune import finish
+
+    path = finish(args.state, args.out_dir, _finetune_config(args.config),
+                  _train_config(args.config).seed)
+    print(f"{path}: the fine-tuned policy")

@@ -51,6 +51,7 @@ from quadpipe.learn.policy import load_checkpoint
 from quadpipe.sim.model import build_model
 from quadpipe.sim.physics import PhysicsRanges, PushRanges, apply
 
+BASELINE = "baseline"  # the imitated policies evaluated beside fine-tuned ones
 SUITE_STREAM = 0x5717E  # tag in every suite seed's entropy: never equal to a DAgger stream
 METRIC_KEYS = ("fell", "fall_time_s", "mean_tracking_error_m", "mean_cross_track_error_m",
                "progress_fraction", "success")
@@ -102,10 +103,17 @@ def episode_plan(cfg: SuiteConfig, condition: str, expert: ExpertConfig, q0: np.
 
 def run_condition(checkpoints: list[str | Path], seeds: list[int], condition: str,
                   cfg: SuiteConfig = SuiteConfig(), expert: ExpertConfig = ExpertConfig(),
-                  out: str | Path | None = None) -> dict[str, Any]:
-    """Every seed's policy and the expert on the suite's episodes of `condition`; the JSON."""
-    if len(seeds) != len(checkpoints):
-        raise ConfigError(f"{len(checkpoints)} checkpoints but {len(seeds)} seeds")
+                  out: str | Path | None = None,
+                  baseline: list[str | Path] | None = None) -> dict[str, Any]:
+    """Every seed's policy and the expert on the suite's episodes of `condition`; the JSON.
+
+    baseline: one more checkpoint per seed (the imitated policies a fine-tuning started from),
+    run on the same episodes; the JSON then has their figures under "baseline" and the policy
+    vs baseline comparison, seed by seed and episode by episode, under "vs_baseline".
+    """
+    if len(seeds) != len(checkpoints) or (baseline and len(baseline) != len(seeds)):
+        raise ConfigError(f"{len(checkpoints)} checkpoints and "
+                          f"{len(baseline or [])} baselines but {len(seeds)} seeds")
     model = build_model(expert, pd="torque")
     q0 = start_qpos(model)
     num = int(round(cfg.seconds / expert.dt))
@@ -113,6 +121,9 @@ def run_condition(checkpoints: list[str | Path], seeds: list[int], condition: st
     models = [apply(model, p["physics"]) if p["physics"] else model for p in plan]
     names = [f"seed_{s}" for s in seeds]
     policies = {n: load_checkpoint(c)[:2] for n, c in zip(names, checkpoints, strict=True)}
+    base_names = [f"{BASELINE}_seed_{s}" for s in seeds] if baseline else []
+    for n, c in zip(base_names, baseline or [], strict=True):
+        policies[n] = load_checkpoint(c)[:2]
     runs = run_groups([p["target"] for p in plan], num, q0, models, policies, expert,
                       FollowerConfig(lookahead=cfg.lookahead), pushes=[p["pushes"] for p in plan],
                       threads=cfg.threads, record_every=cfg.record_every)
@@ -127,10 +138,21 @@ def run_condition(checkpoints: list[str | Path], seeds: list[int], condition: st
             "pushes": [[step * expert.dt, *dv[:2].tolist()] for step, dv in p["pushes"]],
             EXPERT: _pick(runs.metrics[EXPERT][i]),
             "policy": {n: _pick(runs.metrics[n][i]) for n in names}})
+        if base_names:
+            episodes[-1][BASELINE] = {n: _pick(runs.metrics[b][i])
+                                      for n, b in zip(names, base_names, strict=True)}
     result = {"condition": condition, "seeds": list(seeds), "checkpoints": [str(c) for c in
                                                                             checkpoints],
               "suite_config": dataclasses.asdict(cfg), **summarise(episodes, names),
-              "steps_per_s": runs.steps_per_s, "episodes": episodes}
+              "steps_per_s": runs.steps_per_s}
+    if base_names:
+        as_policy = [{**e, "policy": e[BASELINE]} for e in episodes]
+        base = summarise(as_policy, names)
+        result[BASELINE] = {"checkpoints": [str(c) for c in baseline or []],
+                            "policy": base["policy"], "paired": base["paired"],
+                            "ratio": base["ratio"]}
+        result["vs_baseline"] = versus(episodes, names)
+    result["episodes"] = episodes
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -236,6 +258,38 @@ def summarise(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any
             "mean": float(np.mean(finite)) if len(finite) else None,
             "mean_ci95": _list(bootstrap(ratio, np.mean))},
     }
+
+
+def versus(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Each seed's policy against its own baseline (fine-tuned vs imitated), paired by episode.
+
+    success_diff: mean over episodes of (policy success - baseline success, averaged over
+    seeds), with the episode-bootstrap interval as in `paired_success`; per seed the discordant
+    episodes and McNemar's exact p. ratio: policy / baseline tracking error per episode and seed
+    where neither fell, median and mean with seed-and-episode bootstrap intervals.
+    """
+    pol = np.array([[e["policy"][n]["success"] for e in episodes] for n in names], dtype=bool)
+    base = np.array([[e[BASELINE][n]["success"] for e in episodes] for n in names], dtype=bool)
+    d = (pol.astype(float) - base).mean(axis=0)
+    per_seed = []
+    ratio = np.full(pol.shape, np.nan)
+    for s, n in enumerate(names):
+        b, c = int((pol[s] & ~base[s]).sum()), int((~pol[s] & base[s]).sum())
+        for i, e in enumerate(episodes):
+            p, q = e["policy"][n], e[BASELINE][n]
+            if not p["fell"] and not q["fell"]:
+                ratio[s, i] = p["mean_tracking_error_m"] / max(q["mean_tracking_error_m"], 1e-9)
+        r = ratio[s][np.isfinite(ratio[s])]
+        per_seed.append({"seed": n, "policy_only": b, "baseline_only": c,
+                         "mcnemar_p": mcnemar_exact(b, c),
+                         "ratio_median": float(np.median(r)) if len(r) else None})
+    finite = ratio[np.isfinite(ratio)]
+    return {"success_diff": float(d.mean()) if len(d) else None,
+            "success_diff_ci95": _list(cluster_bootstrap(d)),
+            "ratio": {"pairs": int(len(finite)),
+                      "median": float(np.median(finite)) if len(finite) else None,
+                      "median_ci95": _list(bootstrap(ratio, np.median))},
+            "per_seed": per_seed}
 
 
 def _list(ci: tuple[float, float] | None) -> list[float] | None:

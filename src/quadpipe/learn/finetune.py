@@ -1,0 +1,321 @@
+"""Fine-tuning past the expert: PPO on the reward, from the imitated policy, as resumable jobs.
+
+DAgger converges to the expert; the original's last step, "fine-tune with online learning",
+goes past it by optimising what is wanted (learn.path_env's reward) with PPO (learn.ppo),
+starting from the DAgger policy. The actor is that policy (its std and the critic are new); the
+critic learns alone for `critic_warmup` iterations first, so the actor's first updates follow a
+meaningful advantage rather than a random critic's.
+
+Jobs. A seed's `iterations` run in jobs of `iterations_per_job` each: job 0 starts from the
+policy checkpoint (best.pt), job j from job j - 1's state file, and each writes its own state:
+actor, std, critic, optimiser (with the adapted learning rate), the iterations done and the
+history. Iteration i's episodes, exploration noise and mini-batch order come from (seed, i)
+alone (learn.path_env, learn.ppo), so nothing else needs saving: after each iteration the same
+state goes to the job's resume checkpoint (OUT.partial/resume.pt, atomically), and a job run
+again after a kill goes on from its last iteration with the weights an uninterrupted run has,
+bit for bit on CPU (torch runs on one thread here: the update is small, and one thread makes
+the sums' order fixed). `finish` writes the fine-tuned policy as a plain checkpoint (the same
+inputs and outputs: export and evaluation take it as any other), finetune.csv and finetune.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from quadpipe.config import ExpertConfig, from_mapping_nested
+from quadpipe.errors import ConfigError, QuadpipeError
+from quadpipe.learn import tracking
+from quadpipe.learn.actor_critic import ActorCritic
+from quadpipe.learn.path_env import FINETUNE_STREAM, TERMS, RewardConfig, draw_episodes
+from quadpipe.learn.policy import load_checkpoint, save_checkpoint
+from quadpipe.learn.ppo import PPOConfig, collect, make_optimizer, update
+from quadpipe.learn.progress import log_to_bar, progress_bar
+from quadpipe.learn.stages import resume_path, save_state
+from quadpipe.sim.randomize import RandomizeConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "quadpipe-finetune-1"
+_NOT_RESULT = {"threads", "iterations"}  # a job's result does not depend on these
+
+
+class FinetuneError(QuadpipeError):
+    """A fine-tuning state file that is missing, unreadable, or of another seed or job."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """The `finetune` section of config.yaml (descriptions and sources: the schema)."""
+
+    iterations: int = 0  # 0: no fine-tuning
+    iterations_per_job: int = 20
+    episodes: int = 32  # per iteration
+    seconds: float = 4.0  # per episode, from standing
+    speed: tuple[float, float] = (0.15, 0.3)
+    randomize: bool = True  # physics and pushes from the `randomize` ranges
+    init_std: float = 0.2  # exploration std, in units of each joint's torque std
+    critic_hidden: tuple[int, ...] = (256, 256)
+    critic_warmup: int = 8  # iterations in which only the critic learns
+    bc_weight: float = 0.0  # weight of the expert-label loss (the DAgger loss); 0 = off
+    bc_decay: float = 1.0  # its factor per iteration
+    threads: int = 1  # physics threads
+    ppo: PPOConfig = PPOConfig()
+    reward: RewardConfig = RewardConfig()
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0 or self.iterations_per_job < 1:
+            raise ConfigError("finetune.iterations must be >= 0 and iterations_per_job >= 1")
+        if self.episodes < 1 or self.seconds <= 0:
+            raise ConfigError("finetune.episodes must be >= 1 and finetune.seconds > 0")
+        if not 0 < self.speed[0] <= self.speed[1]:
+            raise ConfigError(f"finetune.speed must be [low, high] with 0 < low <= high, got "
+                              f"{list(self.speed)}")
+        if self.ppo.block < 1 or self.ppo.minibatches < 1 or self.ppo.epochs < 1:
+            raise ConfigError("finetune.ppo: block, epochs and minibatches must be >= 1")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> FinetuneConfig:
+        return from_mapping_nested(cls, data, "finetune",
+                                   {"ppo": PPOConfig, "reward": RewardConfig})
+
+    @property
+    def jobs(self) -> int:
+        return -(-self.iterations // self.iterations_per_job)
+
+
+def _weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        h.update(name.encode())
+        h.update(state_dict[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(cfg: FinetuneConfig, seed: int, job: int, start: str, expert: ExpertConfig,
+                rand: RandomizeConfig) -> str:
+    """What a job's result depends on: settings, seed, job, what it starts from, physics."""
+    key = {"cfg": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_RESULT},
+           "seed": seed, "job": job, "start": start, "expert": dataclasses.asdict(expert),
+           "randomize": rand.ranges() if cfg.randomize else None}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def iteration_streams(seed: int, iteration: int) -> tuple[torch.Generator, np.random.Generator]:
+    """(exploration noise, mini-batch order) of one iteration, from (seed, iteration) alone."""
+    ss = np.random.SeedSequence((FINETUNE_STREAM, seed), spawn_key=(iteration, 1 << 30))
+    noise_seed, batch_seed = ss.generate_state(2, np.uint64)
+    return torch.Generator().manual_seed(int(noise_seed)), np.random.default_rng(int(batch_seed))
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """A fine-tuning state file, or one clear FinetuneError."""
+    path = Path(path)
+    if not path.exists():
+        raise FinetuneError(f"{path}: no such fine-tuning state; run `quadpipe finetune` first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FinetuneError(f"{path}: cannot be read as a fine-tuning state ({exc}); run that "
+                            "job again") from exc
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise FinetuneError(f"{path}: not a quadpipe fine-tuning state (expected format "
+                            f"{STATE_FORMAT}); run that job again")
+    return state
+
+
+def _start(start_file: Path, job: int, seed: int, cfg: FinetuneConfig
+           ) -> tuple[ActorCritic, dict[str, Any], dict[str, Any], str]:
+    """(actor-critic, checkpoint info, state so far, start digest) of job `job`."""
+    if job == 0:
+        policy, obs, ckpt = load_checkpoint(start_file)
+        torch.manual_seed(int(np.random.SeedSequence((FINETUNE_STREAM, seed)).generate_state(1)[0]))
+        ac = ActorCritic(policy, cfg.critic_hidden, cfg.init_std)
+        info = {"obs": dataclasses.asdict(obs), "train_config": ckpt.get("train_config"),
+                "architecture": policy.architecture, "imitation": str(start_file)}
+        return ac, info, {"iteration": 0, "history": [], "optimizer": None}, \
+            _weights_digest(policy.state_dict())
+    prev = load_state(start_file)
+    if prev["seed"] != seed or prev["job"] != job - 1:
+        raise FinetuneError(f"{start_file}: holds job {prev['job']} of seed {prev['seed']}; job "
+                            f"{job} of seed {seed} starts from job {job - 1} of the same seed")
+    from quadpipe.learn.policy import Policy
+
+    ac = ActorCritic(Policy.from_architecture(prev["info"]["architecture"]), cfg.critic_hidden,
+                     cfg.init_std)
+    ac.load_state_dict(prev["model"])
+    return ac, prev["info"], {"iteration": prev["iteration"], "history": list(prev["history"]),
+                              "optimizer": prev["optimizer"]}, prev["fingerprint"]
+
+
+def run_job(start_file: str | Path, out_file: str | Path, cfg: FinetuneConfig, seed: int,
+            job: int, expert: ExpertConfig = ExpertConfig(),
+            rand: RandomizeConfig = RandomizeConfig(), logger: str = "csv",
+            progress: bool | None = None, stop_after: int | None = None) -> dict[str, Any]:
+    """Run fine-tuning job `job` of seed `seed`; write its state to `out_file` and return it.
+
+    stop_after: return after that many iterations of this run without writing `out_file` (what
+    a kill leaves behind: the resume checkpoint; for tests).
+    """
+    start_file, out_file = Path(start_file), Path(out_file)
+    first = job * cfg.iterations_per_job
+    last = min(first + cfg.iterations_per_job, cfg.iterations)
+    if not 0 <= first < last:
+        raise FinetuneError(f"job {job} is beyond finetune.iterations = {cfg.iterations} "
+                            f"({cfg.jobs} jobs of {cfg.iterations_per_job})")
+    torch.set_num_threads(1)
+    ac, info, state, start = _start(start_file, job, seed, cfg)
+    fp = fingerprint(cfg, seed, job, start, expert, rand)
+    opt = make_optimizer(ac, cfg.ppo)
+    if state["optimizer"] is not None:
+        opt.load_state_dict(state["optimizer"])
+    resume = resume_path(out_file)
+    if resume.exists():
+        try:
+            saved = load_state(resume)
+            ok = saved["fingerprint"] == fp
+        except FinetuneError as exc:
+            log.warning("not resuming: %s", exc)
+            ok = False
+        if ok:
+            ac.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            state = {"iteration": saved["iteration"], "history": list(saved["history"])}
+            log.info("%s: resuming after iteration %d", resume, state["iteration"])
+        else:
+            log.warning("%s: not resuming: written with other settings or inputs", resume)
+            resume.unlink(missing_ok=True)
+    obs = _obs(info)
+    rand_used = rand if cfg.randomize else None
+    tracker = tracking.Tracker(logger, out_file.parent.parent, None, job="finetune") \
+        if logger != "csv" else None
+    history = state["history"]
+    iters = progress_bar(range(state["iteration"], last), progress, f"fine-tune job {job}",
+                         unit="iter", initial=state["iteration"] - first, total=last - first,
+                         leave=True)
+    done_here = 0
+    with log_to_bar(iters):
+        for it in iters:
+            t0 = time.perf_counter()
+            gen, batch_rng = iteration_streams(seed, it)
+            eps = draw_episodes(seed, it, cfg.episodes, cfg.seconds, cfg.speed, obs.offsets,
+                                expert, rand_used)
+            bc = cfg.bc_weight * cfg.bc_decay ** it
+            r = collect(ac, obs, eps, expert, cfg.reward, cfg.ppo, gen, cfg.threads,
+                        labels=bc > 0)
+            t1 = time.perf_counter()
+            stats = update(ac, opt, r, cfg.ppo, batch_rng, it >= cfg.critic_warmup, bc)
+            row = _row(it, r, stats, bc, cfg, t1 - t0, time.perf_counter() - t1)
+            history.append(row)
+            save_state(resume, _snapshot(fp, seed, job, it + 1, ac, opt, history, info))
+            log.info("iteration %d: return %.3f, tracking %.3f m, falls %.2f, kl %.4f, lr %.2e",
+                     it + 1, row["return"], row["tracking_error_m"], row["fall_fraction"],
+                     row["kl"], row["lr"])
+            if tracker is not None:
+                tracker.log({f"finetune/{k}": v for k, v in row.items()}, it + 1)
+            done_here += 1
+            if stop_after is not None and done_here >= stop_after:
+                return load_state(resume)
+    if tracker is not None:
+        tracker.close()
+    final = _snapshot(fp, seed, job, last, ac, opt, history, info)
+    save_state(out_file, final)
+    shutil.rmtree(resume.parent, ignore_errors=True)
+    return final
+
+
+def _obs(info: dict[str, Any]):
+    from quadpipe.learn.samples import ObsConfig
+
+    return ObsConfig(**info["obs"])
+
+
+def _row(it: int, r, stats: dict[str, float], bc: float, cfg: FinetuneConfig, collect_s: float,
+         update_s: float) -> dict[str, float]:
+    """One finetune.csv row: the rollout's figures, the reward terms, the update's."""
+    n = len(r.fell)
+    alive = np.sum(r.valid, axis=0) * cfg.ppo.block * 1e-3
+    return {"iteration": it + 1, "return": float(np.sum(r.reward) / n),
+            **{f"reward_{t}": float(np.mean(r.terms[t])) for t in TERMS},
+            "fall_fraction": float(np.mean(r.fell)),
+            "episode_length_s": float(np.mean(np.minimum(alive, cfg.seconds))),
+            "tracking_error_m": float(np.mean(r.tracking_error)),
+            "kl": stats["kl"], "lr": stats["lr"], "std": stats["std"],
+            "surrogate": stats["surrogate"], "value_loss": stats["value_loss"],
+            "bc_loss": stats["bc_loss"], "bc_weight": bc, "samples": stats["samples"],
+            "actor_trained": int(it >= cfg.critic_warmup), "collect_s": collect_s,
+            "update_s": update_s, "steps_per_s": r.steps_per_s}
+
+
+def _snapshot(fp: str, seed: int, job: int, iteration: int, ac: ActorCritic,
+              opt: torch.optim.Optimizer, history: list[dict[str, float]],
+              info: dict[str, Any]) -> dict[str, Any]:
+    return {"format": STATE_FORMAT, "fingerprint": fp, "seed": seed, "job": job,
+            "iteration": iteration,
+            "model": {k: v.detach().cpu().clone() for k, v in ac.state_dict().items()},
+            "optimizer": opt.state_dict(), "history": [dict(h) for h in history], "info": info}
+
+
+def finish(state_file: str | Path, out_dir: str | Path, cfg: FinetuneConfig, seed: int
+           ) -> Path:
+    """finetuned.pt, finetune.csv and finetune.png in `out_dir` from the seed's last job."""
+    from quadpipe.learn.history import write_history
+    from quadpipe.learn.policy import Policy
+
+    state = load_state(state_file)
+    if state["seed"] != seed or state["iteration"] != cfg.iterations:
+        raise FinetuneError(f"{state_file}: holds {state['iteration']} iterations of seed "
+                            f"{state['seed']}; seed {seed} needs all {cfg.iterations}")
+    info = state["info"]
+    ac = ActorCritic(Policy.from_architecture(info["architecture"]), cfg.critic_hidden,
+                     cfg.init_std)
+    ac.load_state_dict(state["model"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    history = state["history"]
+    tail = history[-min(5, len(history)):]
+    extra = {"finetune": {"iterations": state["iteration"], "imitation": info["imitation"],
+                          "config": dataclasses.asdict(cfg),
+                          "tracking_error_m_last5": float(np.mean(
+                              [h["tracking_error_m"] for h in tail])),
+                          "fall_fraction_last5": float(np.mean(
+                              [h["fall_fraction"] for h in tail]))}}
+    path = save_checkpoint(out / "finetuned.pt", ac.actor, _obs(info),
+                           info["train_config"] or {}, extra)
+    write_history(out / "finetune.csv", history)
+    plot(history, out / "finetune.png")
+    return path
+
+
+def plot(history: list[dict[str, float]], out: Path) -> Path:
+    """Return, tracking error and falls per iteration; the critic's warm-up shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    it = [h["iteration"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, key, label in zip(axes, ("return", "tracking_error_m", "fall_fraction"),
+                              ("return per episode", "tracking error, m", "falls"),
+                              strict=True):
+        ax.plot(it, [h[key] for h in history])
+        warm = [h["iteration"] for h in history if not h["actor_trained"]]
+        if warm:
+            ax.axvspan(0.5, max(warm) + 0.5, color="0.9", label="critic warm-up")
+        ax.set(xlabel="iteration", ylabel=label)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

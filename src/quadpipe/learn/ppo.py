@@ -1,0 +1,254 @@
+"""PPO over the batched closed loop: collect one iteration's episodes, then update actor and critic.
+
+The algorithm is rsl-rl's (clipped surrogate, clipped value loss, GAE with bootstrapping at time
+outs, Adam with the actor's learning rate adapted to a target KL, gradient-norm clipping), written
+here over the batched closed loop (control.closed_loop) rather than through rsl-rl's runner,
+which keeps environments, their random streams and torch's global generator running from one
+iteration to the next: here an iteration's episodes, noise and mini-batches come from (seed,
+iteration) alone, so a job killed between iterations resumes bit for bit (learn.finetune).
+
+Decisions every `block` ms (20 ms: 50 Hz, the legged-robotics norm), torques every ms. The
+policy outputs torques each millisecond at the state reached, as in evaluation; what is sampled
+per block is the exploration offset a - mean(s_j), held for the block, on top of the policy's
+own mean at each millisecond (state-dependent exploration held over several steps, as gSDE
+does: white noise at 1 kHz is filtered away by the legs' inertia before it changes the
+return). The transition of block j is (s_j, a_j, log pi(a_j | s_j), V(s_j), the block's summed
+reward); the log-probability is the per-block marginal Gaussian at s_j, as gSDE's PPO uses.
+
+Optionally (`bc_weight`) the actor also regresses onto the expert's torque labels at the states
+it visits (the DAgger loss, annealed by `bc_decay` per iteration): it keeps the policy near what
+it already does well while the reward pulls it elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from quadpipe.config import ExpertConfig
+from quadpipe.control.closed_loop import Episodes, run
+from quadpipe.control.follower import ExpertController, FollowerConfig
+from quadpipe.learn.actor_critic import ActorCritic
+from quadpipe.learn.controller import functional
+from quadpipe.learn.path_env import TERMS, EpisodeSet, RewardConfig, reward_terms
+from quadpipe.learn.samples import ObsConfig, observe
+from quadpipe.sim.expert import MODE_FORWARD, gait_phase
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """The update's settings (learn.finetune.FinetuneConfig holds them with the rest)."""
+
+    block: int = 20  # ms per decision
+    gamma: float = 0.99  # per block (a 2-s horizon at 20 ms)
+    lam: float = 0.95
+    clip: float = 0.2
+    epochs: int = 5
+    minibatches: int = 4
+    lr: float = 1e-5  # the actor's first learning rate; then adapted to desired_kl
+    lr_range: tuple[float, float] = (1e-6, 1e-4)  # a pretrained actor needs small steps
+    critic_lr: float = 1e-3
+    desired_kl: float = 0.01
+    value_coef: float = 1.0
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+@dataclasses.dataclass
+class Rollout:
+    """One iteration's transitions, (B blocks, E episodes) each; valid: the episode was up."""
+
+    obs: np.ndarray  # (B, E, D) float32
+    action: np.ndarray  # (B, E, 12) normalised
+    mean: np.ndarray  # (B, E, 12) the action mean when it was sampled
+    logp: np.ndarray  # (B, E)
+    value: np.ndarray  # (B, E)
+    reward: np.ndarray  # (B, E)
+    label: np.ndarray | None  # (B, E, 12) the expert's normalised torque at s_j
+    valid: np.ndarray  # (B, E) bool
+    done: np.ndarray  # (B, E) bool: the episode fell in this block
+    last_value: np.ndarray  # (E,) V at the final state (bootstrap of a time out)
+    terms: dict[str, np.ndarray]  # per episode, each reward term summed (x dt)
+    fell: np.ndarray  # (E,) bool
+    tracking_error: np.ndarray  # (E,) m, mean base-to-target distance while up
+    steps_per_s: float
+
+
+def collect(ac: ActorCritic, obs_cfg: ObsConfig, eps: EpisodeSet, expert: ExpertConfig,
+            reward: RewardConfig, cfg: PPOConfig, gen: torch.Generator, threads: int = 1,
+            labels: bool = False, follower: FollowerConfig = FollowerConfig()) -> Rollout:
+    """Run every episode of `eps` under the stochastic actor (module docstring)."""
+    n, num, block, limit, dt = len(eps.targets), eps.num_steps, cfg.block, \
+        expert.torque_limit, expert.dt
+    nb = -(-num // block)
+    dim = obs_cfg.dim
+    policy = ac.actor
+    forward = functional(policy)
+    std = ac.log_std.detach().exp()
+    out_std = policy.out_std.detach()
+    phase = gait_phase(np.arange(1, num + 2), np.full(num + 1, MODE_FORWARD))
+    r = Rollout(obs=np.zeros((nb, n, dim), np.float32), action=np.zeros((nb, n, 12), np.float32),
+                mean=np.zeros((nb, n, 12), np.float32), logp=np.zeros((nb, n), np.float32),
+                value=np.zeros((nb, n), np.float32), reward=np.zeros((nb, n)),
+                label=np.zeros((nb, n, 12), np.float32) if labels else None,
+                valid=np.zeros((nb, n), bool), done=np.zeros((nb, n), bool),
+                last_value=np.zeros(n, np.float32), terms={t: np.zeros(n) for t in TERMS},
+                fell=np.zeros(n, bool), tracking_error=np.zeros(n), steps_per_s=0.0)
+    offset = np.zeros((n, 12))  # the held exploration, N m
+    u_last, u_before = np.zeros((n, 12)), np.zeros((n, 12))
+    dist_sum, dist_count = np.zeros(n), np.zeros(n)
+    expert_control = ExpertController(
+        {e: t.steering(expert, follower) for e, t in enumerate(eps.targets)}, expert, follower
+    ) if labels else None
+
+    def score(k: int, idx: np.ndarray, qpos: np.ndarray) -> None:
+        """The reward of step k - 1 (torques u_last), seen at the state it led to."""
+        terms = reward_terms(qpos, eps.target_xy[idx, k], eps.target_heading[idx, k],
+                             u_last[idx], u_before[idx], reward, limit)
+        total = np.zeros(len(idx))
+        for name, value in terms.items():
+            r.terms[name][idx] += value * dt
+            total += value
+        r.reward[(k - 1) // block, idx] += total * dt
+        dist_sum[idx] += np.linalg.norm(qpos[:, :2] - eps.target_xy[idx, k], axis=1)
+        dist_count[idx] += 1
+
+    def control(k: int, idx: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        if k > 0:
+            score(k, idx, qpos)
+        x = observe(qpos, qvel, eps.future[idx, k], obs_cfg,
+                    np.full(len(idx), phase[k]) if obs_cfg.gait_clock else None
+                    ).astype(np.float32)
+        label = expert_control(k, idx, qpos, qvel) if expert_control is not None else None
+        xt = torch.from_numpy(x)
+        with torch.inference_mode():
+            if k % block == 0:
+                j = k // block
+                mu = ac.mean(xt)
+                noise = torch.randn((n, 12), generator=gen)[torch.from_numpy(idx)]
+                a = mu + std * noise
+                r.obs[j, idx], r.mean[j, idx], r.action[j, idx] = x, mu.numpy(), a.numpy()
+                r.logp[j, idx] = ac.log_prob(mu, a).numpy()
+                r.value[j, idx] = ac.value(xt).numpy()
+                r.valid[j, idx] = True
+                if label is not None:
+                    r.label[j, idx] = ((torch.from_numpy(label.astype(np.float32))
+                                        - policy.out_mean) / out_std).numpy()
+                offset[idx] = (std * noise * out_std).numpy()
+                mean_torque = policy.denormalise_output(mu).numpy()
+            else:
+                mean_torque = forward(xt).numpy()
+        u = np.clip(mean_torque.astype(np.float64) + offset[idx], -limit, limit)
+        u_before[idx], u_last[idx] = u_last[idx], u
+        return u
+
+    start = time.perf_counter()
+    with Episodes(eps.models, eps.q0, n, threads) as sim:
+        trace = run(sim, num, control, record_every=num, pushes=eps.pushes)
+        up = trace.fall_step < 0
+        if up.any():
+            idx = np.flatnonzero(up)
+            score(num, idx, sim.qpos[idx])
+            x = observe(sim.qpos[idx], sim.qvel[idx], eps.future[idx, num], obs_cfg,
+                        np.full(len(idx), phase[num]) if obs_cfg.gait_clock else None)
+            with torch.inference_mode():
+                r.last_value[idx] = ac.value(torch.from_numpy(x.astype(np.float32))).numpy()
+    r.fell = ~up
+    for e in np.flatnonzero(r.fell):
+        r.done[(int(trace.fall_step[e]) - 1) // block, e] = True
+    r.tracking_error = dist_sum / np.maximum(dist_count, 1)
+    r.steps_per_s = float(np.sum(np.where(up, num, trace.fall_step))) / max(
+        time.perf_counter() - start, 1e-9)
+    return r
+
+
+def advantages(r: Rollout, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(advantages, returns), each (B, E), by GAE; a fall ends the return, a time out is
+    bootstrapped with the last state's value."""
+    next_value = np.concatenate([r.value[1:], r.last_value[None]]).astype(np.float64)
+    going = ~r.done
+    delta = r.reward + gamma * next_value * going - r.value
+    adv = np.zeros_like(delta)
+    run_on = np.zeros(delta.shape[1])
+    for j in range(len(delta) - 1, -1, -1):
+        run_on = delta[j] + gamma * lam * going[j] * run_on
+        adv[j] = run_on
+    return adv, adv + r.value
+
+
+def update(ac: ActorCritic, opt: torch.optim.Optimizer, r: Rollout, cfg: PPOConfig,
+           rng: np.random.Generator, train_actor: bool, bc_weight: float) -> dict[str, float]:
+    """PPO epochs over the rollout's valid transitions; the mean losses, KL and learning rate.
+
+    opt's param group 0 is the actor's (its lr adapted to cfg.desired_kl once the actor trains),
+    group 1 the critic's. train_actor False: the critic alone learns (its warm-up).
+    """
+    adv, ret = advantages(r, cfg.gamma, cfg.lam)
+    v = r.valid
+    a = adv[v]
+    a = (a - a.mean()) / (a.std() + 1e-8)
+    t = {
+        "obs": torch.from_numpy(r.obs[v]), "action": torch.from_numpy(r.action[v]),
+        "mean": torch.from_numpy(r.mean[v]), "logp": torch.from_numpy(r.logp[v]),
+        "value": torch.from_numpy(r.value[v]), "adv": torch.from_numpy(a.astype(np.float32)),
+        "ret": torch.from_numpy(ret[v].astype(np.float32)),
+    }
+    if r.label is not None:
+        t["label"] = torch.from_numpy(r.label[v])
+    old_log_std = ac.log_std.detach().clone()
+    sums = {"surrogate": 0.0, "value_loss": 0.0, "bc_loss": 0.0, "kl": 0.0}
+    count = 0
+    n = len(a)
+    for _ in range(cfg.epochs):
+        for mb in np.array_split(rng.permutation(n), cfg.minibatches):
+            b = {k: x[torch.from_numpy(mb)] for k, x in t.items()}
+            mu = ac.mean(b["obs"])
+            value = ac.value(b["obs"])
+            with torch.no_grad():
+                kl = ac.kl_from(b["mean"], old_log_std, mu).mean().item()
+            if train_actor and cfg.desired_kl > 0:
+                group = opt.param_groups[0]
+                lo, hi = cfg.lr_range
+                if kl > 2.0 * cfg.desired_kl:
+                    group["lr"] = max(lo, group["lr"] / 1.5)
+                elif 0.0 < kl < 0.5 * cfg.desired_kl:
+                    group["lr"] = min(hi, group["lr"] * 1.5)
+            ratio = torch.exp(ac.log_prob(mu, b["action"]) - b["logp"])
+            surrogate = torch.max(-b["adv"] * ratio,
+                                  -b["adv"] * ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip)).mean()
+            clipped = b["value"] + (value - b["value"]).clamp(-cfg.clip, cfg.clip)
+            value_loss = torch.max((value - b["ret"]).pow(2),
+                                   (clipped - b["ret"]).pow(2)).mean()
+            loss = cfg.value_coef * value_loss
+            bc = torch.zeros(())
+            if train_actor:
+                loss = loss + surrogate - cfg.entropy_coef * ac.entropy()
+                if bc_weight > 0 and "label" in b:
+                    bc = (mu - b["label"]).pow(2).mean()
+                    loss = loss + bc_weight * bc
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(ac.actor_parameters(), cfg.max_grad_norm)
+            nn.utils.clip_grad_norm_(list(ac.critic.parameters()), cfg.max_grad_norm)
+            opt.step()
+            sums["surrogate"] += surrogate.item()
+            sums["value_loss"] += value_loss.item()
+            sums["bc_loss"] += bc.item()
+            sums["kl"] += kl
+            count += 1
+    out = {k: s / max(count, 1) for k, s in sums.items()}
+    out["lr"] = float(opt.param_groups[0]["lr"])
+    out["std"] = float(ac.log_std.detach().exp().mean())
+    out["samples"] = float(n)
+    return out
+
+
+def make_optimizer(ac: ActorCritic, cfg: PPOConfig) -> torch.optim.Optimizer:
+    """Adam with two groups: the actor's (adapted lr) and the critic's."""
+    return torch.optim.Adam([{"params": ac.actor_parameters(), "lr": cfg.lr},
+                             {"params": list(ac.critic.parameters()), "lr": cfg.critic_lr}])
+

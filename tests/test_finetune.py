@@ -1,0 +1,214 @@
+"""Fine-tuning: the reward and termination by hand, GAE by hand, jobs that resume bit for bit,
+and a fine-tuned checkpoint that exports and evaluates like any other."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from quadpipe.config import ExpertConfig
+from quadpipe.errors import ConfigError
+from quadpipe.learn.actor_critic import ActorCritic
+from quadpipe.learn.finetune import FinetuneConfig, FinetuneError, finish, load_state, run_job
+from quadpipe.learn.path_env import RewardConfig, draw_episodes, reward_terms
+from quadpipe.learn.policy import load_checkpoint
+from quadpipe.learn.ppo import PPOConfig, Rollout, advantages, collect
+from quadpipe.sim.randomize import RandomizeConfig
+
+TINY = FinetuneConfig(iterations=3, iterations_per_job=3, episodes=3, seconds=0.3,
+                      critic_hidden=(16,), critic_warmup=1, bc_weight=0.5, bc_decay=0.9,
+                      ppo=PPOConfig(epochs=2, minibatches=2))
+TIMING = {"collect_s", "update_s", "steps_per_s"}
+
+
+def _quat(yaw: float) -> list[float]:
+    return [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+
+
+def test_reward_terms_by_hand() -> None:
+    cfg = RewardConfig()
+    limit = 33.5
+    qpos = np.zeros((2, 19))
+    qpos[0, :3], qpos[0, 3:7] = [1.0, 2.0, 0.3], _quat(0.3)
+    qpos[1, :3], qpos[1, 3:7] = [0.0, 0.0, 0.3], _quat(3.1)  # heading error across +-pi
+    target = np.array([[1.1, 2.0], [0.0, 0.0]])
+    heading = np.array([0.0, -3.1])
+    u = np.full((2, 12), 3.35)  # 0.1 of the limit
+    u_prev = np.zeros((2, 12))
+    t = reward_terms(qpos, target, heading, u, u_prev, cfg, limit)
+    assert t["track"] == pytest.approx([math.exp(-(0.1 / 0.15) ** 2), 1.0])
+    e = 2 * math.pi - 6.2  # 3.1 - (-3.1) wrapped
+    assert t["heading"] == pytest.approx([0.25 * math.exp(-(0.3 / 0.5) ** 2),
+                                          0.25 * math.exp(-(e / 0.5) ** 2)])
+    assert t["alive"] == pytest.approx([0.5, 0.5])
+    assert t["torque"] == pytest.approx([-0.1 * 0.01] * 2)
+    assert t["action_rate"] == pytest.approx([-0.5 * 0.01] * 2)
+
+
+def test_gae_ends_at_a_fall_and_bootstraps_a_time_out() -> None:
+    """Episode 0 runs out of time (bootstrapped by last_value), episode 1 falls in block 1."""
+    g, lam = 0.9, 0.5
+    r = Rollout(obs=np.zeros((3, 2, 1), np.float32), action=np.zeros((3, 2, 12), np.float32),
+                mean=np.zeros((3, 2, 12), np.float32), logp=np.zeros((3, 2), np.float32),
+                value=np.array([[1.0, 2.0], [0.5, 1.5], [0.25, 0.0]], np.float32),
+                reward=np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.0]]), label=None,
+                valid=np.array([[1, 1], [1, 1], [1, 0]], bool),
+                done=np.array([[0, 0], [0, 1], [0, 0]], bool),
+                last_value=np.array([2.0, 9.0], np.float32), terms={}, fell=np.array([0, 1], bool),
+                tracking_error=np.zeros(2), steps_per_s=0.0)
+    adv, ret = advantages(r, g, lam)
+    d2 = 0.5 + g * 2.0 - 0.25
+    d1 = 0.3 + g * 0.25 - 0.5
+    d0 = 0.1 + g * 0.5 - 1.0
+    a2, a1 = d2, d1 + g * lam * d2
+    assert adv[:, 0] == pytest.approx([d0 + g * lam * a1, a1, a2])
+    f1 = 0.4 - 1.5  # the fall: no value after it
+    assert adv[:2, 1] == pytest.approx([0.2 + g * 1.5 - 2.0 + g * lam * f1, f1])
+    assert ret[:, 0] == pytest.approx(adv[:, 0] + r.value[:, 0])
+
+
+def test_a_fall_ends_the_episode_in_the_environment(tiny_policies) -> None:
+    """A policy that outputs no torque collapses: the episode is done in the block it fell in,
+    with no transition after it and no alive reward past the fall."""
+    policy, obs, _ = load_checkpoint(tiny_policies[0])
+    with torch.no_grad():
+        for p in policy.net.parameters():
+            p.zero_()
+        policy.out_mean.zero_()
+    ac = ActorCritic(policy, (8,), 1e-6)
+    expert = ExpertConfig()
+    eps = draw_episodes(0, 0, 2, 1.5, (0.2, 0.2), obs.offsets, expert, None)
+    r = collect(ac, obs, eps, expert, RewardConfig(), PPOConfig(), torch.Generator().manual_seed(0))
+    assert r.fell.all()
+    for e in range(2):
+        last = np.flatnonzero(r.valid[:, e]).max()
+        assert r.done[last, e] and r.done[:, e].sum() == 1
+        assert not r.valid[last + 1:, e].any()
+        # alive is paid per second up to the fall only
+        assert r.terms["alive"][e] == pytest.approx(0.5 * (last + 1) * 0.02, abs=0.5 * 0.021)
+
+
+def _weights(state):
+    return {k: v.clone() for k, v in state["model"].items()}
+
+
+def _same_run(a, b) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _history(state):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in state["history"]]
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_policies, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "job_0.pt"
+    return run_job(tiny_policies[0], out, TINY, 0, 0, progress=False)
+
+
+def test_fine_tuning_changes_the_actor_and_records_each_iteration(straight, tiny_policies):
+    before = load_checkpoint(tiny_policies[0])[0].state_dict()
+    after = {k[len("actor."):]: v for k, v in straight["model"].items()
+             if k.startswith("actor.")}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    rows = straight["history"]
+    assert [h["iteration"] for h in rows] == [1, 2, 3]
+    assert [h["actor_trained"] for h in rows] == [0, 1, 1]
+    assert rows[1]["bc_weight"] == pytest.approx(0.5 * 0.9)
+    for h in rows:
+        assert 0 <= h["fall_fraction"] <= 1 and h["tracking_error_m"] > 0 and h["lr"] > 0
+
+
+def test_a_killed_job_resumes_to_the_same_weights(straight, tiny_policies, tmp_path):
+    out = tmp_path / "job_0.pt"
+    run_job(tiny_policies[0], out, TINY, 0, 0, progress=False, stop_after=1)
+    assert not out.exists()  # killed: only the resume checkpoint is there
+    assert load_state(out.with_name(out.name + ".partial") / "resume.pt")["iteration"] == 1
+    resumed = run_job(tiny_policies[0], out, TINY, 0, 0, progress=False)
+    _same_run(_weights(resumed), _weights(straight))
+    assert _history(resumed) == _history(straight)
+    assert not out.with_name(out.name + ".partial").exists()
+
+
+def test_jobs_of_any_size_give_the_same_policy(straight, tiny_policies, tmp_path):
+    cfg = dataclasses.replace(TINY, iterations_per_job=2)
+    assert cfg.jobs == 2
+    first = tmp_path / "job_0.pt"
+    run_job(tiny_policies[0], first, cfg, 0, 0, progress=False)
+    second = run_job(first, tmp_path / "job_1.pt", cfg, 0, 1, progress=False)
+    assert second["iteration"] == 3
+    _same_run(_weights(second), _weights(straight))
+
+
+def test_a_resume_checkpoint_of_other_settings_is_not_used(tiny_policies, tmp_path):
+    out = tmp_path / "job_0.pt"
+    run_job(tiny_policies[0], out, TINY, 0, 0, progress=False, stop_after=1)
+    other = dataclasses.replace(TINY, reward=RewardConfig(track=2.0))
+    fresh = run_job(tiny_policies[0], tmp_path / "fresh.pt", other, 0, 0, progress=False)
+    got = run_job(tiny_policies[0], out, other, 0, 0, progress=False)
+    _same_run(_weights(got), _weights(fresh))
+
+
+def test_bad_starts_and_settings_are_clear_errors(straight, tiny_policies, tmp_path):
+    two = dataclasses.replace(TINY, iterations_per_job=2)
+    with pytest.raises(FinetuneError, match="not a quadpipe fine-tuning state"):
+        run_job(tiny_policies[0], tmp_path / "job_1.pt", two, 0, 1, progress=False)
+    with pytest.raises(FinetuneError, match="beyond finetune.iterations"):
+        run_job(tiny_policies[0], tmp_path / "x.pt", TINY, 0, 5, progress=False)
+    with pytest.raises(ConfigError, match="finetune.speed"):
+        FinetuneConfig(speed=(0.3, 0.1))
+    with pytest.raises(ConfigError, match="finetune.reward.trak"):
+        FinetuneConfig.from_mapping({"reward": {"trak": 1.0}})
+
+
+def test_a_fine_tuned_policy_exports_and_evaluates_like_any(straight, tiny_policies, tmp_path):
+    state_file = tmp_path / "job_0.pt"
+    torch.save(straight, state_file)
+    with pytest.raises(FinetuneError, match="seed 1 needs all 3"):
+        finish(state_file, tmp_path, TINY, 1)
+    path = finish(state_file, tmp_path, TINY, 0)
+    policy, obs, ckpt = load_checkpoint(path)
+    base, base_obs, _ = load_checkpoint(tiny_policies[0])
+    assert obs == base_obs and policy.architecture == base.architecture
+    assert ckpt["finetune"]["iterations"] == 3
+    assert (tmp_path / "finetune.csv").read_text().count("\n") == 4
+    x = torch.randn(5, obs.dim)
+    with torch.no_grad():
+        assert not torch.equal(policy(x), base(x))
+    from quadpipe.evaluation.suite import SuiteConfig, run_condition
+
+    suite = SuiteConfig(episodes=2, seconds=0.5)
+    r = run_condition([path], [0], "nominal", suite, baseline=[tiny_policies[0]])
+    assert set(r["baseline"]) >= {"policy", "paired", "ratio"}
+    assert r["vs_baseline"]["ratio"]["pairs"] <= 2
+    # against itself: no episode differs, every ratio is 1
+    same = run_condition([path], [0], "nominal", suite, baseline=[path])
+    assert same["vs_baseline"]["success_diff"] == 0.0
+    assert same["vs_baseline"]["ratio"]["median"] in (None, 1.0)
+    pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is absent")
+    import onnxruntime as ort
+
+    from quadpipe.learn.export import export_checkpoint
+
+    onnx = export_checkpoint(path, tmp_path / "ft.onnx")["onnx"]
+    sess = ort.InferenceSession(str(onnx))
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(got, policy(x).numpy(), atol=1e-4)
+
+
+def test_randomised_episodes_draw_their_own_physics(tiny_policies):
+    _, obs, _ = load_checkpoint(tiny_policies[0])
+    expert = ExpertConfig()
+    a = draw_episodes(3, 1, 2, 0.5, (0.2, 0.3), obs.offsets, expert, RandomizeConfig())
+    b = draw_episodes(3, 1, 2, 0.5, (0.2, 0.3), obs.offsets, expert, RandomizeConfig())
+    c = draw_episodes(3, 2, 2, 0.5, (0.2, 0.3), obs.offsets, expert, RandomizeConfig())
+    assert np.array_equal(a.target_xy, b.target_xy)  # the same (seed, iteration): the same
+    assert not np.array_equal(a.target_xy, c.target_xy)
+    assert a.models[0].body_mass.sum() != a.models[1].body_mass.sum()
