@@ -212,3 +212,17 @@ def test_randomised_episodes_draw_their_own_physics(tiny_policies):
     assert np.array_equal(a.target_xy, b.target_xy)  # the same (seed, iteration): the same
     assert not np.array_equal(a.target_xy, c.target_xy)
     assert a.models[0].body_mass.sum() != a.models[1].body_mass.sum()
+
+
+def test_job_settings_written_as_json_keep_small_numbers(tmp_path):
+    """json.dumps writes 1e-05, which YAML 1.1 reads as a string: the settings stay numbers."""
+    import json
+
+    from quadpipe.cli.main import load_config
+
+    f = tmp_path / "settings.json"
+    f.write_text(json.dumps({"finetune": {"ppo": {"lr": 1e-5}}}))
+    cfg = FinetuneConfig.from_mapping(load_config(str(f))["finetune"])
+    assert cfg.ppo.lr == 1e-5
+    f.write_text("finetune:\n  ppo: {lr: 1.0e-5}\n")  # YAML still reads as before
+    assert load_config(str(f))["finetune"]["ppo"]["lr"] == 1e-5

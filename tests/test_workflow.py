@@ -253,6 +253,35 @@ def test_a_select_key_reruns_the_selection_not_the_training(finished):
     assert "select_checkpoint" not in off and "policy" in off
 
 
+TINY_FINETUNE = {"iterations": 2, "iterations_per_job": 1, "episodes": 2, "seconds": 0.3,
+                 "critic_warmup": 1, "critic_hidden": [8]}
+
+
+@pytest.mark.slow
+def test_fine_tuning_adds_its_jobs_and_retrains_nothing(finished):
+    jobs = planned(finished, {"finetune": TINY_FINETUNE})
+    assert sorted(jobs["finetune"]) == [
+        f"results/train/seed_{s}/finetune/job_{j}.pt" for s in (0, 1) for j in (0, 1)]
+    assert sorted(jobs["finetuned_policy"]) == [
+        f"results/train/seed_{s}/finetuned.pt" for s in (0, 1)]
+    assert set(jobs) == {"finetune", "finetuned_policy"} | AFTER_TRAIN
+
+
+@pytest.mark.slow
+def test_more_iterations_rerun_only_the_jobs_they_change(finished):
+    """Fine-tune seed 0 for real, then ask for one iteration more: only a third job runs."""
+    change = finished / "finetune.yaml"
+    change.write_text(yaml.safe_dump({"finetune": TINY_FINETUNE}))
+    snakemake(finished, "--configfile", str(TEST_CONFIG), str(change), "--cores", "2",
+              "results/train/seed_0/finetuned.pt")
+    assert (finished / "results/train/seed_0/finetune.csv").read_text().count("\n") == 3
+    jobs = planned(finished, {"finetune": {**TINY_FINETUNE, "iterations": 3}})
+    assert [j for j in jobs["finetune"] if "seed_0" in j] == [
+        "results/train/seed_0/finetune/job_2.pt"]
+    assert set(planned(finished, {"finetune": {**TINY_FINETUNE, "threads": 2}})["finetune"]) \
+        == {f"results/train/seed_1/finetune/job_{j}.pt" for j in (0, 1)}
+
+
 @pytest.mark.slow
 def test_thread_count_regenerates_nothing(finished):
     jobs = planned(finished, {"generate": {"threads": 1}})

@@ -6,6 +6,7 @@ User errors (QuadpipeError) become one line on stderr and exit code 2, without a
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -37,8 +38,16 @@ def load_config(path: str | None) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file {p} does not exist")
+    text = p.read_text()
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        # a job's settings are JSON (the workflow writes them): read as JSON first, since YAML
+        # 1.1 takes JSON's 1e-05 for a string (it wants 1.0e-05)
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    try:
+        if data is None:
+            data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

@@ -87,8 +87,23 @@ def suite_table(results: list[dict[str, Any]]) -> pd.DataFrame:
             "error ratio median (95% CI)":
                 f"{_num(ratio['median'])} {_ci(ratio['median_ci95'])}",
             "error ratio mean (95% CI)": f"{_num(ratio['mean'])} {_ci(ratio['mean_ci95'])}",
-            "pairs both walked": ratio["pairs"]})
+            "pairs both walked": ratio["pairs"],
+            **_versus_baseline(r)})
     return pd.DataFrame(rows).set_index("condition")
+
+
+def _versus_baseline(r: dict[str, Any]) -> dict[str, str]:
+    """With fine-tuning on: the imitated policies (the baseline) beside the fine-tuned ones."""
+    if "baseline" not in r:
+        return {}
+    b, v = r["baseline"], r["vs_baseline"]
+    return {"imitated success, pooled (95% CI)": _rate(b["policy"]["pooled"]),
+            "imitated - expert success, paired (95% CI)": _diff(b["paired"]),
+            "imitated error ratio median (95% CI)":
+                f"{_num(b['ratio']['median'])} {_ci(b['ratio']['median_ci95'])}",
+            "fine-tuned - imitated success, paired (95% CI)": _diff(v),
+            "error ratio fine-tuned / imitated, median (95% CI)":
+                f"{_num(v['ratio']['median'])} {_ci(v['ratio']['median_ci95'])}"}
 
 
 def seed_table(results: list[dict[str, Any]]) -> pd.DataFrame:

@@ -218,9 +218,9 @@ def run_job(start_file: str | Path, out_file: str | Path, cfg: FinetuneConfig, s
             row = _row(it, r, stats, bc, cfg, t1 - t0, time.perf_counter() - t1)
             history.append(row)
             save_state(resume, _snapshot(fp, seed, job, it + 1, ac, opt, history, info))
-            log.info("iteration %d: return %.3f, tracking %.3f m, falls %.2f, kl %.4f, lr %.2e",
-                     it + 1, row["return"], row["tracking_error_m"], row["fall_fraction"],
-                     row["kl"], row["lr"])
+            log.info("iteration %d: return %.3f, tracking %.3f m, success %.2f, falls %.2f, "
+                     "kl %.4f, lr %.2e", it + 1, row["return"], row["tracking_error_m"],
+                     row["success"], row["fall_fraction"], row["kl"], row["lr"])
             if tracker is not None:
                 tracker.log({f"finetune/{k}": v for k, v in row.items()}, it + 1)
             done_here += 1
@@ -248,6 +248,7 @@ def _row(it: int, r, stats: dict[str, float], bc: float, cfg: FinetuneConfig, co
     return {"iteration": it + 1, "return": float(np.sum(r.reward) / n),
             **{f"reward_{t}": float(np.mean(r.terms[t])) for t in TERMS},
             "fall_fraction": float(np.mean(r.fell)),
+            "success": float(np.mean(r.success)),
             "episode_length_s": float(np.mean(np.minimum(alive, cfg.seconds))),
             "tracking_error_m": float(np.mean(r.tracking_error)),
             "kl": stats["kl"], "lr": stats["lr"], "std": stats["std"],

@@ -38,6 +38,8 @@ from quadpipe.learn.path_env import TERMS, EpisodeSet, RewardConfig, reward_term
 from quadpipe.learn.samples import ObsConfig, observe
 from quadpipe.sim.expert import MODE_FORWARD, gait_phase
 
+SUCCESS_PROGRESS = 0.9  # the suite's (evaluation.metrics), which learn/ may not import
+
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
@@ -76,6 +78,7 @@ class Rollout:
     fell: np.ndarray  # (E,) bool
     tracking_error: np.ndarray  # (E,) m, mean base-to-target distance while up
     steps_per_s: float
+    success: np.ndarray | None = None  # (E,) bool: no fall, >= 90 % of the target's arc length
 
 
 def collect(ac: ActorCritic, obs_cfg: ObsConfig, eps: EpisodeSet, expert: ExpertConfig,
@@ -157,13 +160,27 @@ def collect(ac: ActorCritic, obs_cfg: ObsConfig, eps: EpisodeSet, expert: Expert
                         np.full(len(idx), phase[num]) if obs_cfg.gait_clock else None)
             with torch.inference_mode():
                 r.last_value[idx] = ac.value(torch.from_numpy(x.astype(np.float32))).numpy()
+        final_xy = sim.qpos[:, :2].copy()
     r.fell = ~up
+    r.success = up & (progress(eps, final_xy) >= SUCCESS_PROGRESS)
     for e in np.flatnonzero(r.fell):
         r.done[(int(trace.fall_step[e]) - 1) // block, e] = True
     r.tracking_error = dist_sum / np.maximum(dist_count, 1)
     r.steps_per_s = float(np.sum(np.where(up, num, trace.fall_step))) / max(
         time.perf_counter() - start, 1e-9)
     return r
+
+
+def progress(eps: EpisodeSet, xy: np.ndarray) -> np.ndarray:
+    """(E,) arc length of the path point nearest to xy (E, 2), over what the target covered
+    (the suite's progress, without its moving window: an episode here is a few seconds)."""
+    out = np.zeros(len(xy))
+    for e, t in enumerate(eps.targets):
+        goal = min(t.speed * eps.num_steps * t.dt, t.path.length)
+        near = t.path.s <= goal + 1.0
+        d = np.sum((t.path.xy[near] - xy[e]) ** 2, axis=1)
+        out[e] = t.path.s[near][np.argmin(d)] / max(goal, 1e-9)
+    return out
 
 
 def advantages(r: Rollout, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
