@@ -187,6 +187,14 @@ def test_a_fine_tuned_policy_exports_and_evaluates_like_any(straight, tiny_polic
     r = run_condition([path], [0], "nominal", suite, baseline=[tiny_policies[0]])
     assert set(r["baseline"]) >= {"policy", "paired", "ratio"}
     assert r["vs_baseline"]["ratio"]["pairs"] <= 2
+    from quadpipe.evaluation.headline import headline_markdown, machine
+    from quadpipe.evaluation.tables import suite_table
+
+    table = suite_table([r])
+    assert "fine-tuned - imitated success, paired (95% CI)" in table.columns
+    assert "fine-tuned / imitated error" in headline_markdown([], [r], machine())
+    assert "imitated" not in " ".join(suite_table([{k: v for k, v in r.items()
+                                                    if k not in ("baseline", "vs_baseline")}]))
     # against itself: no episode differs, every ratio is 1
     same = run_condition([path], [0], "nominal", suite, baseline=[path])
     assert same["vs_baseline"]["success_diff"] == 0.0

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from quadpipe.evaluation.tables import headline_rows
+from quadpipe.evaluation.tables import baseline_rows, headline_rows
 
 
 def machine() -> dict[str, Any]:
@@ -88,4 +88,17 @@ def headline_markdown(paths: list[dict[str, Any]], suite: list[dict[str, Any]],
                 "episode, median (bootstrap over seeds and episodes).", "",
                 _md_table(["condition", "expert success", "policy success", "policy - expert",
                            "McNemar", "per seed", "error ratio"], rows), ""]
+        if all("baseline" in r for r in suite):
+            out += _versus_baseline(suite)
     return "\n".join(out)
+
+
+def _versus_baseline(suite: list[dict[str, Any]]) -> list[str]:
+    """The fine-tuned policies against the imitated ones they started from, same episodes."""
+    return ["Fine-tuning is on: the policy above is each seed's fine-tuned one; here the imitated "
+            "policies it started from, on the same episodes, and the fine-tuned minus the "
+            "imitated, seed by seed and episode by episode (error ratio = fine-tuned / imitated "
+            "tracking error).", "",
+            _md_table(["condition", "imitated success", "imitated - expert",
+                       "imitated error ratio", "fine-tuned - imitated",
+                       "fine-tuned / imitated error"], baseline_rows(suite)), ""]

@@ -142,6 +142,18 @@ def headline_rows(paths: list[dict[str, Any]], suite: list[dict[str, Any]]
     return prow, crow
 
 
+def baseline_rows(suite: list[dict[str, Any]]) -> list[list[str]]:
+    """Per condition, as text cells: the imitated policies' success, their paired difference to
+    the expert and error ratio, then fine-tuned - imitated success and error ratio."""
+    rows = []
+    for r in suite:
+        b, v = r["baseline"], r["vs_baseline"]
+        rows.append([r["condition"], _rate(b["policy"]["pooled"]), _diff(b["paired"]),
+                     f"{_num(b['ratio']['median'])} {_ci(b['ratio']['median_ci95'])}",
+                     _diff(v), f"{_num(v['ratio']['median'])} {_ci(v['ratio']['median_ci95'])}"])
+    return rows
+
+
 def _rst_table(header: list[str], rows: list[list[str]]) -> str:
     """A reStructuredText grid table."""
     cells = [header, *rows]
