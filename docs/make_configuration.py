@@ -93,6 +93,9 @@ changed), writes them to `results/logs/<rule>/….json` and passes that file to 
   reruns the DAgger collection and the rounds after it, not the data or behaviour cloning; a
   range in `randomize.physics` / `randomize.pushes` reruns only the stages that randomise (while
   both switches are off, none: only the report, which embeds the whole config, as for any key).
+- `finetune.iterations` > 0 adds each seed's fine-tuning jobs and reruns the evaluation, no
+  training; more iterations rerun only the jobs that change (the last unfinished one and the new
+  ones); `finetune.threads` nothing.
 
 `tests/test_workflow.py` checks these with dry runs on a finished small workflow.
 

@@ -354,7 +354,7 @@ def test_the_whole_dag_runs_on_the_partitions_of_the_profile(slurm_cluster, loca
     assert {j.jobid: j.rule for j in jobs} == submitted
     for job in jobs:
         assert job.state == "COMPLETED", job
-        assert job.partition == ("gpu" if job.rule == "train_stage" else "cpu"), job
+        assert job.partition == ("gpu" if job.rule in ("train_stage", "finetune") else "cpu"), job
         assert job.attempt == 1, job
 
     assert (workdir / "report.html").stat().st_size > 0
