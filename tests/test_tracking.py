@@ -140,3 +140,19 @@ def test_wandb_offline_run_without_network(tiny_shard, tmp_path, monkeypatch) ->
 def test_unknown_logger_is_one_clear_error() -> None:
     with pytest.raises(ConfigError, match="train.logger must be one of csv, tensorboard, wandb"):
         TrainConfig(logger="mlflow")
+
+
+def test_tensorboard_gets_each_fine_tuning_iteration(tiny_policies, tmp_path) -> None:
+    """Per iteration the reward terms, success, episode length, KL and learning rate, in the
+    seed's run directory (where training's scalars are)."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from quadpipe.learn.finetune import FinetuneConfig, run_job
+
+    cfg = FinetuneConfig(iterations=2, iterations_per_job=2, episodes=2, seconds=0.2,
+                         critic_hidden=(8,), critic_warmup=1)
+    run_job(tiny_policies[0], tmp_path / "seed_0" / "finetune" / "job_0.pt", cfg, 0, 0,
+            logger="tensorboard", progress=False)
+    scalars = _scalars(tmp_path / "seed_0" / "tensorboard")
+    for tag in ("finetune/reward_track", "finetune/reward_action_rate", "finetune/success",
+                "finetune/episode_length_s", "finetune/kl", "finetune/lr", "finetune/return"):
+        assert [step for step, _ in scalars[tag]] == [1, 2], tag
