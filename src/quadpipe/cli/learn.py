@@ -161,7 +161,8 @@ def _finetune(args: argparse.Namespace) -> None:
         cfg = dataclasses.replace(cfg, threads=args.threads)
     state = run_job(args.start, args.out, cfg, train.seed, args.job,
                     from_mapping(ExpertConfig, raw.get("expert"), "expert"),
-                    _randomize(args.config), train.logger)
+                    _randomize(args.config), train.logger,
+                    wandb_mode=train.wandb_mode, wandb_project=train.wandb_project)
     last = state["history"][-1]
     print(f"{args.out}: job {args.job} done at iteration {state['iteration']}: tracking "
           f"{last['tracking_error_m']:.3f} m, falls {last['fall_fraction']:.2f}")

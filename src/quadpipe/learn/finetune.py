@@ -161,19 +161,32 @@ def _start(start_file: Path, job: int, seed: int, cfg: FinetuneConfig
 def run_job(start_file: str | Path, out_file: str | Path, cfg: FinetuneConfig, seed: int,
             job: int, expert: ExpertConfig = ExpertConfig(),
             rand: RandomizeConfig = RandomizeConfig(), logger: str = "csv",
-            progress: bool | None = None, stop_after: int | None = None) -> dict[str, Any]:
+            progress: bool | None = None, stop_after: int | None = None,
+            wandb_mode: str = "offline", wandb_project: str = "quadpipe") -> dict[str, Any]:
     """Run fine-tuning job `job` of seed `seed`; write its state to `out_file` and return it.
 
-    stop_after: return after that many iterations of this run without writing `out_file` (what
-    a kill leaves behind: the resume checkpoint; for tests).
+    logger, wandb_mode, wandb_project: the seed's tracker (train.logger ...; learn.tracking),
+    which gets every iteration's row under `finetune/`. stop_after: return after that many
+    iterations of this run without writing `out_file` (what a kill leaves behind: the resume
+    checkpoint; for tests).
     """
-    start_file, out_file = Path(start_file), Path(out_file)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_job(Path(start_file), Path(out_file), cfg, seed, job, expert, rand,
+                        logger, progress, stop_after, wandb_mode, wandb_project)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, job: int,
+             expert: ExpertConfig, rand: RandomizeConfig, logger: str, progress: bool | None,
+             stop_after: int | None, wandb_mode: str, wandb_project: str) -> dict[str, Any]:
     first = job * cfg.iterations_per_job
     last = min(first + cfg.iterations_per_job, cfg.iterations)
     if not 0 <= first < last:
         raise FinetuneError(f"job {job} is beyond finetune.iterations = {cfg.iterations} "
                             f"({cfg.jobs} jobs of {cfg.iterations_per_job})")
-    torch.set_num_threads(1)
     ac, info, state, start = _start(start_file, job, seed, cfg)
     fp = fingerprint(cfg, seed, job, start, expert, rand)
     opt = make_optimizer(ac, cfg.ppo)
@@ -197,8 +210,9 @@ def run_job(start_file: str | Path, out_file: str | Path, cfg: FinetuneConfig, s
             resume.unlink(missing_ok=True)
     obs = _obs(info)
     rand_used = rand if cfg.randomize else None
-    tracker = tracking.Tracker(logger, out_file.parent.parent, None, job="finetune") \
-        if logger != "csv" else None
+    # the seed's run directory (…/seed_<k>/finetune/job_<j>.pt), where training logged
+    tracker = tracking.Tracker(logger, out_file.parent.parent, None, wandb_mode, wandb_project,
+                               job="finetune") if logger != "csv" else None
     history = state["history"]
     iters = progress_bar(range(state["iteration"], last), progress, f"fine-tune job {job}",
                          unit="iter", initial=state["iteration"] - first, total=last - first,
@@ -225,6 +239,8 @@ def run_job(start_file: str | Path, out_file: str | Path, cfg: FinetuneConfig, s
                 tracker.log({f"finetune/{k}": v for k, v in row.items()}, it + 1)
             done_here += 1
             if stop_after is not None and done_here >= stop_after:
+                if tracker is not None:
+                    tracker.close()
                 return load_state(resume)
     if tracker is not None:
         tracker.close()
