@@ -234,3 +234,39 @@ def test_job_settings_written_as_json_keep_small_numbers(tmp_path):
     assert cfg.ppo.lr == 1e-5
     f.write_text("finetune:\n  ppo: {lr: 1.0e-5}\n")  # YAML still reads as before
     assert load_config(str(f))["finetune"]["ppo"]["lr"] == 1e-5
+
+
+@pytest.mark.slow
+def test_a_sigkilled_cli_job_resumes_to_the_weights_of_a_straight_run(straight, tiny_policies,
+                                                                      tmp_path):
+    """`quadpipe finetune` killed with SIGKILL during its second iteration, then run again."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"finetune": {
+        **{k: v for k, v in dataclasses.asdict(TINY).items() if k not in ("ppo", "reward")},
+        "ppo": dataclasses.asdict(TINY.ppo), "reward": dataclasses.asdict(TINY.reward)},
+        "train": {"seed": 0}}))
+    out = tmp_path / "job_0.pt"
+    resume = out.with_name(out.name + ".partial") / "resume.pt"
+    cmd = [sys.executable, "-m", "quadpipe", "finetune", "--start", str(tiny_policies[0]),
+           "--job", "0", "--out", str(out), "--config", str(settings)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"finished before the kill: {proc.stderr.read()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and load_state(resume)["iteration"] >= 1
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resuming after iteration" in done.stderr
+    resumed = load_state(out)
+    _same_run(_weights(resumed), _weights(straight))
+    assert _history(resumed) == _history(straight)
