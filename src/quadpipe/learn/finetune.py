@@ -37,10 +37,12 @@ from quadpipe.config import ExpertConfig, from_mapping_nested
 from quadpipe.errors import ConfigError, QuadpipeError
 from quadpipe.learn import tracking
 from quadpipe.learn.actor_critic import ActorCritic
+from quadpipe.learn.history import write_history
 from quadpipe.learn.path_env import FINETUNE_STREAM, TERMS, RewardConfig, draw_episodes
-from quadpipe.learn.policy import load_checkpoint, save_checkpoint
-from quadpipe.learn.ppo import PPOConfig, collect, make_optimizer, update
+from quadpipe.learn.policy import Policy, load_checkpoint, save_checkpoint
+from quadpipe.learn.ppo import PPOConfig, Rollout, collect, make_optimizer, update
 from quadpipe.learn.progress import log_to_bar, progress_bar
+from quadpipe.learn.samples import ObsConfig
 from quadpipe.learn.stages import resume_path, save_state
 from quadpipe.sim.randomize import RandomizeConfig
 
@@ -149,8 +151,6 @@ def _start(start_file: Path, job: int, seed: int, cfg: FinetuneConfig
     if prev["seed"] != seed or prev["job"] != job - 1:
         raise FinetuneError(f"{start_file}: holds job {prev['job']} of seed {prev['seed']}; job "
                             f"{job} of seed {seed} starts from job {job - 1} of the same seed")
-    from quadpipe.learn.policy import Policy
-
     ac = ActorCritic(Policy.from_architecture(prev["info"]["architecture"]), cfg.critic_hidden,
                      cfg.init_std)
     ac.load_state_dict(prev["model"])
@@ -229,7 +229,7 @@ def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, j
                         labels=bc > 0)
             t1 = time.perf_counter()
             stats = update(ac, opt, r, cfg.ppo, batch_rng, it >= cfg.critic_warmup, bc)
-            row = _row(it, r, stats, bc, cfg, t1 - t0, time.perf_counter() - t1)
+            row = _row(it, r, stats, bc, cfg, expert.dt, t1 - t0, time.perf_counter() - t1)
             history.append(row)
             save_state(resume, _snapshot(fp, seed, job, it + 1, ac, opt, history, info))
             log.info("iteration %d: return %.3f, tracking %.3f m, success %.2f, falls %.2f, "
@@ -250,17 +250,15 @@ def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, j
     return final
 
 
-def _obs(info: dict[str, Any]):
-    from quadpipe.learn.samples import ObsConfig
-
+def _obs(info: dict[str, Any]) -> ObsConfig:
     return ObsConfig(**info["obs"])
 
 
-def _row(it: int, r, stats: dict[str, float], bc: float, cfg: FinetuneConfig, collect_s: float,
-         update_s: float) -> dict[str, float]:
+def _row(it: int, r: Rollout, stats: dict[str, float], bc: float, cfg: FinetuneConfig,
+         dt: float, collect_s: float, update_s: float) -> dict[str, float]:
     """One finetune.csv row: the rollout's figures, the reward terms, the update's."""
     n = len(r.fell)
-    alive = np.sum(r.valid, axis=0) * cfg.ppo.block * 1e-3
+    alive = np.sum(r.valid, axis=0) * cfg.ppo.block * dt
     return {"iteration": it + 1, "return": float(np.sum(r.reward) / n),
             **{f"reward_{t}": float(np.mean(r.terms[t])) for t in TERMS},
             "fall_fraction": float(np.mean(r.fell)),
@@ -286,9 +284,6 @@ def _snapshot(fp: str, seed: int, job: int, iteration: int, ac: ActorCritic,
 def finish(state_file: str | Path, out_dir: str | Path, cfg: FinetuneConfig, seed: int
            ) -> Path:
     """finetuned.pt, finetune.csv and finetune.png in `out_dir` from the seed's last job."""
-    from quadpipe.learn.history import write_history
-    from quadpipe.learn.policy import Policy
-
     state = load_state(state_file)
     if state["seed"] != seed or state["iteration"] != cfg.iterations:
         raise FinetuneError(f"{state_file}: holds {state['iteration']} iterations of seed "
@@ -331,7 +326,8 @@ def plot(history: list[dict[str, float]], out: Path) -> Path:
         if warm:
             ax.axvspan(0.5, max(warm) + 0.5, color="0.9", label="critic warm-up")
         ax.set(xlabel="iteration", ylabel=label)
-    axes[0].legend()
+    if any(not h["actor_trained"] for h in history):
+        axes[0].legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
