@@ -19,7 +19,7 @@ from quadpipe.learn.policy import load_checkpoint
 from quadpipe.learn.ppo import PPOConfig, Rollout, advantages, collect
 from quadpipe.sim.randomize import RandomizeConfig
 
-TINY = FinetuneConfig(iterations=3, iterations_per_job=3, episodes=3, seconds=0.3,
+TINY = FinetuneConfig(iterations=3, iterations_per_job=3, episodes=3, seconds=0.3, randomize=True,
                       critic_hidden=(16,), critic_warmup=1, bc_weight=0.5, bc_decay=0.9,
                       ppo=PPOConfig(epochs=2, minibatches=2))
 TIMING = {"collect_s", "update_s", "steps_per_s"}

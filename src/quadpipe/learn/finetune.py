@@ -65,7 +65,7 @@ class FinetuneConfig:
     episodes: int = 32  # per iteration
     seconds: float = 4.0  # per episode, from standing
     speed: tuple[float, float] = (0.15, 0.3)
-    randomize: bool = True  # physics and pushes from the `randomize` ranges
+    randomize: bool = False  # physics and pushes from the `randomize` ranges (docs/training.md)
     init_std: float = 0.2  # exploration std, in units of each joint's torque std
     critic_hidden: tuple[int, ...] = (256, 256)
     critic_warmup: int = 8  # iterations in which only the critic learns
