@@ -266,7 +266,7 @@ def versus(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     success_diff: mean over episodes of (policy success - baseline success, averaged over
     seeds), with the episode-bootstrap interval as in `paired_success`; per seed the discordant
     episodes and McNemar's exact p. ratio: policy / baseline tracking error per episode and seed
-    where neither fell, median and mean with seed-and-episode bootstrap intervals.
+    where neither fell, its median with a seed-and-episode bootstrap interval.
     """
     pol = np.array([[e["policy"][n]["success"] for e in episodes] for n in names], dtype=bool)
     base = np.array([[e[BASELINE][n]["success"] for e in episodes] for n in names], dtype=bool)
