@@ -20,7 +20,7 @@ import numpy as np
 from quadpipe.config import ExpertConfig
 from quadpipe.control.paths import place
 from quadpipe.sim.expert import KNOBS_AT_REST, MODE_FORWARD, filter_knobs, joint_references
-from quadpipe.sim.state import yaw
+from quadpipe.sim.state import wrap_angle, yaw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Steering:
         s = self.proj.project(qpos[:2])
         look = self.proj.point(s + cfg.lookahead)
         err = np.arctan2(look[1] - qpos[1], look[0] - qpos[0]) - yaw(qpos[3:7])
-        err = (err + np.pi) % (2.0 * np.pi) - np.pi
+        err = wrap_angle(err)
         turn = float(np.clip(err / cfg.heading_saturation, -1.0, 1.0))
         lead = s - self.speed * step * expert.dt
         scale = float(np.clip(1.0 - 0.5 * lead / cfg.slow_distance, cfg.min_scale, 1.0))

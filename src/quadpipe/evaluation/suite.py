@@ -218,6 +218,18 @@ def paired_success(policy_ok: np.ndarray, expert_ok: np.ndarray, names: list[str
     return pooled, paired
 
 
+def error_ratios(episodes: list[dict[str, Any]], names: list[str], reference) -> np.ndarray:
+    """ratio[s, i]: the mean tracking error of seed s's policy on episode i over that of
+    reference(episode, seed name) (the expert, or the seed's baseline); NaN unless both walked."""
+    ratio = np.full((len(names), len(episodes)), np.nan)
+    for i, e in enumerate(episodes):
+        for s, n in enumerate(names):
+            p, x = e["policy"][n], reference(e, n)
+            if not p["fell"] and not x["fell"]:
+                ratio[s, i] = p["mean_tracking_error_m"] / max(x["mean_tracking_error_m"], 1e-9)
+    return ratio
+
+
 def summarise(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     """Success rates with Wilson intervals, policy vs expert paired by episode (success difference,
     McNemar), and paired error ratios with bootstrap intervals (`paired_success`)."""
@@ -225,13 +237,7 @@ def summarise(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any
     pooled, paired = paired_success(
         np.array([[e["policy"][n]["success"] for e in episodes] for n in names], dtype=bool
                  ).reshape(len(names), len(episodes)), np.array(expert_ok, dtype=bool), names)
-    # ratio[s, i]: policy of seed s / expert on episode i, NaN unless both walked
-    ratio = np.full((len(names), len(episodes)), np.nan)
-    for i, e in enumerate(episodes):
-        for s, n in enumerate(names):
-            p, x = e["policy"][n], e[EXPERT]
-            if not p["fell"] and not x["fell"]:
-                ratio[s, i] = p["mean_tracking_error_m"] / max(x["mean_tracking_error_m"], 1e-9)
+    ratio = error_ratios(episodes, names, lambda e, n: e[EXPERT])
     per_seed = []
     for s, n in enumerate(names):
         r = ratio[s][np.isfinite(ratio[s])]
@@ -271,14 +277,10 @@ def versus(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     pol = np.array([[e["policy"][n]["success"] for e in episodes] for n in names], dtype=bool)
     base = np.array([[e[BASELINE][n]["success"] for e in episodes] for n in names], dtype=bool)
     d = (pol.astype(float) - base).mean(axis=0)
+    ratio = error_ratios(episodes, names, lambda e, n: e[BASELINE][n])
     per_seed = []
-    ratio = np.full(pol.shape, np.nan)
     for s, n in enumerate(names):
         b, c = int((pol[s] & ~base[s]).sum()), int((~pol[s] & base[s]).sum())
-        for i, e in enumerate(episodes):
-            p, q = e["policy"][n], e[BASELINE][n]
-            if not p["fell"] and not q["fell"]:
-                ratio[s, i] = p["mean_tracking_error_m"] / max(q["mean_tracking_error_m"], 1e-9)
         r = ratio[s][np.isfinite(ratio[s])]
         per_seed.append({"seed": n, "policy_only": b, "baseline_only": c,
                          "mcnemar_p": mcnemar_exact(b, c),

@@ -96,14 +96,21 @@ def _versus_baseline(r: dict[str, Any]) -> dict[str, str]:
     """With fine-tuning on: the imitated policies (the baseline) beside the fine-tuned ones."""
     if "baseline" not in r:
         return {}
+    return dict(zip(("imitated success, pooled (95% CI)",
+                     "imitated - expert success, paired (95% CI)",
+                     "imitated error ratio median (95% CI)",
+                     "fine-tuned - imitated success, paired (95% CI)",
+                     "error ratio fine-tuned / imitated, median (95% CI)"),
+                    _baseline_cells(r), strict=True))
+
+
+def _baseline_cells(r: dict[str, Any]) -> list[str]:
+    """The imitated policies' pooled success, their paired difference to the expert and error
+    ratio, then fine-tuned - imitated success and error ratio, as text."""
     b, v = r["baseline"], r["vs_baseline"]
-    return {"imitated success, pooled (95% CI)": _rate(b["policy"]["pooled"]),
-            "imitated - expert success, paired (95% CI)": _diff(b["paired"]),
-            "imitated error ratio median (95% CI)":
-                f"{_num(b['ratio']['median'])} {_ci(b['ratio']['median_ci95'])}",
-            "fine-tuned - imitated success, paired (95% CI)": _diff(v),
-            "error ratio fine-tuned / imitated, median (95% CI)":
-                f"{_num(v['ratio']['median'])} {_ci(v['ratio']['median_ci95'])}"}
+    return [_rate(b["policy"]["pooled"]), _diff(b["paired"]),
+            f"{_num(b['ratio']['median'])} {_ci(b['ratio']['median_ci95'])}",
+            _diff(v), f"{_num(v['ratio']['median'])} {_ci(v['ratio']['median_ci95'])}"]
 
 
 def seed_table(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -143,15 +150,8 @@ def headline_rows(paths: list[dict[str, Any]], suite: list[dict[str, Any]]
 
 
 def baseline_rows(suite: list[dict[str, Any]]) -> list[list[str]]:
-    """Per condition, as text cells: the imitated policies' success, their paired difference to
-    the expert and error ratio, then fine-tuned - imitated success and error ratio."""
-    rows = []
-    for r in suite:
-        b, v = r["baseline"], r["vs_baseline"]
-        rows.append([r["condition"], _rate(b["policy"]["pooled"]), _diff(b["paired"]),
-                     f"{_num(b['ratio']['median'])} {_ci(b['ratio']['median_ci95'])}",
-                     _diff(v), f"{_num(v['ratio']['median'])} {_ci(v['ratio']['median_ci95'])}"])
-    return rows
+    """Per condition, as text cells: the condition, then `_baseline_cells`."""
+    return [[r["condition"], *_baseline_cells(r)] for r in suite]
 
 
 def _rst_table(header: list[str], rows: list[list[str]]) -> str:

@@ -44,6 +44,7 @@ from quadpipe.learn.ppo import PPOConfig, Rollout, collect, make_optimizer, upda
 from quadpipe.learn.progress import log_to_bar, progress_bar
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.learn.stages import resume_path, save_state
+from quadpipe.learn.tagged_files import load_tagged
 from quadpipe.sim.randomize import RandomizeConfig
 
 log = logging.getLogger(__name__)
@@ -122,18 +123,8 @@ def iteration_streams(seed: int, iteration: int) -> tuple[torch.Generator, np.ra
 
 def load_state(path: str | Path) -> dict[str, Any]:
     """A fine-tuning state file, or one clear FinetuneError."""
-    path = Path(path)
-    if not path.exists():
-        raise FinetuneError(f"{path}: no such fine-tuning state; run `quadpipe finetune` first")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise FinetuneError(f"{path}: cannot be read as a fine-tuning state ({exc}); run that "
-                            "job again") from exc
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise FinetuneError(f"{path}: not a quadpipe fine-tuning state (expected format "
-                            f"{STATE_FORMAT}); run that job again")
-    return state
+    return load_tagged(path, STATE_FORMAT, FinetuneError, "fine-tuning state",
+                       "run `quadpipe finetune` first", "run that job again")
 
 
 def _start(start_file: Path, job: int, seed: int, cfg: FinetuneConfig

@@ -41,7 +41,7 @@ from quadpipe.sim import randomize
 from quadpipe.sim.model import build_model
 from quadpipe.sim.physics import apply
 from quadpipe.sim.randomize import RandomizeConfig
-from quadpipe.sim.state import yaw
+from quadpipe.sim.state import wrap_angle, yaw
 
 FINETUNE_STREAM = 0xF17E7  # tag in every fine-tuning episode's entropy
 
@@ -62,17 +62,12 @@ class RewardConfig:
 TERMS = ("track", "heading", "alive", "torque", "action_rate")
 
 
-def wrap(angle: np.ndarray) -> np.ndarray:
-    """Angles wrapped to [-pi, pi)."""
-    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
-
-
 def reward_terms(qpos: np.ndarray, target_xy: np.ndarray, target_heading: np.ndarray,
                  u: np.ndarray, u_prev: np.ndarray, cfg: RewardConfig, limit: float
                  ) -> dict[str, np.ndarray]:
     """Each term (N,) per second at states qpos (N, 19) after torques u (N, 12)."""
     d2 = np.sum((qpos[:, :2] - target_xy) ** 2, axis=1)
-    e = wrap(yaw(qpos[:, 3:7]) - target_heading)
+    e = wrap_angle(yaw(qpos[:, 3:7]) - target_heading)
     return {
         "track": cfg.track * np.exp(-d2 / cfg.track_sigma ** 2),
         "heading": cfg.heading * np.exp(-(e / cfg.heading_sigma) ** 2),

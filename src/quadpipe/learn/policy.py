@@ -18,6 +18,7 @@ from torch import nn
 
 from quadpipe.errors import QuadpipeError
 from quadpipe.learn.samples import ObsConfig
+from quadpipe.learn.tagged_files import load_tagged
 
 CHECKPOINT_FORMAT = "quadpipe-policy-1"
 MIN_STD = 1e-6  # a constant input column (e.g. x, y in the heading frame) is left unscaled
@@ -102,17 +103,9 @@ def save_checkpoint(path: str | Path, policy: Policy, obs: ObsConfig, train_conf
 
 def load_checkpoint(path: str | Path) -> tuple[Policy, ObsConfig, dict[str, Any]]:
     """(policy in eval mode on the CPU, its ObsConfig, the whole checkpoint dict)."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint; run `quadpipe train` first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc}); retrain it") \
-            from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a quadpipe policy checkpoint "
-                              f"(expected format {CHECKPOINT_FORMAT}); retrain it")
+    ckpt = load_tagged(path, CHECKPOINT_FORMAT, CheckpointError, "checkpoint",
+                       "run `quadpipe train` first", "retrain it",
+                       full_name="quadpipe policy checkpoint")
     policy = Policy.from_architecture(ckpt["architecture"])
     policy.load_state_dict(ckpt["state_dict"])
     policy.eval()

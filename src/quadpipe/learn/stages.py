@@ -27,6 +27,7 @@ from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
 from quadpipe.learn.noise import JointNoise
 from quadpipe.learn.policy import Policy
+from quadpipe.learn.tagged_files import load_tagged
 from quadpipe.learn.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -72,18 +73,8 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def load_state(path: str | Path) -> dict[str, Any]:
     """A stage's state file (or resume checkpoint), or one clear StageError."""
-    path = Path(path)
-    if not path.exists():
-        raise StageError(f"{path}: no such training stage; run `quadpipe train-stage` first")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise StageError(f"{path}: cannot be read as a training stage ({exc}); run that stage "
-                         "again") from exc
-    if not isinstance(state, dict) or state.get("format") != STAGE_FORMAT:
-        raise StageError(f"{path}: not a quadpipe training stage (expected format "
-                         f"{STAGE_FORMAT}); run that stage again")
-    return state
+    return load_tagged(path, STAGE_FORMAT, StageError, "training stage",
+                       "run `quadpipe train-stage` first", "run that stage again")
 
 
 def resume_path(out_file: str | Path) -> Path:

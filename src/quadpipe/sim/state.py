@@ -51,6 +51,11 @@ def yaw(quat: np.ndarray) -> np.ndarray:
     return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
+def wrap_angle(angle):
+    """Angles (rad, a float or an array) wrapped to [-pi, pi)."""
+    return (angle + np.pi) % (2.0 * np.pi) - np.pi
+
+
 def states_from(qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
     """(T, 19) qpos and (T, 18) qvel to (T, 36) float64 states in the layout above."""
     qpos = np.atleast_2d(qpos)
