@@ -47,6 +47,25 @@ def test_random_path_is_arc_length_sampled_with_bounded_corners() -> None:
     assert not np.allclose(xy, other)
 
 
+def _corners(xy: np.ndarray) -> int:
+    heading = np.unwrap(np.arctan2(*np.diff(xy, axis=0)[:, ::-1].T))
+    return int(np.sum(np.abs(np.diff(heading)) >= np.deg2rad(CORNER_DEG[0]) - 1e-9))
+
+
+def test_piece_odds_weigh_corners_and_even_odds_keep_the_old_stream() -> None:
+    # even odds must draw the pieces as before (DAgger's data and the suite's episodes are
+    # pinned by their streams): the explicit default is the same path, bit for bit
+    _, xy = random_path(np.random.default_rng(3), 12.0)
+    _, same = random_path(np.random.default_rng(3), 12.0, pieces=(1.0, 1.0, 1.0))
+    assert np.array_equal(xy, same)
+    even = sum(_corners(random_path(np.random.default_rng(k), 30.0)[1]) for k in range(8))
+    heavy = sum(_corners(random_path(np.random.default_rng(k), 30.0, pieces=(1, 1, 4))[1])
+                for k in range(8))
+    none = sum(_corners(random_path(np.random.default_rng(k), 30.0, pieces=(1, 1, 0))[1])
+               for k in range(8))
+    assert none == 0 and heavy > 1.5 * even > 0
+
+
 def _collect(policy: Policy, share: float, seed: int = 0) -> dagger.Collected:
     return dagger.collect(policy, OBS, ExpertConfig(), episodes=3, seconds=0.3, stride=10,
                           expert_share=share, seed=seed, rnd=1, threads=2)

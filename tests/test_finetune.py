@@ -12,11 +12,12 @@ import torch
 
 from quadpipe.config import ExpertConfig
 from quadpipe.errors import ConfigError
-from quadpipe.learn.actor_critic import ActorCritic
+from quadpipe.learn.actor_critic import ActorCritic, extend_horizon
 from quadpipe.learn.finetune import FinetuneConfig, FinetuneError, finish, load_state, run_job
 from quadpipe.learn.path_env import RewardConfig, draw_episodes, reward_terms
 from quadpipe.learn.policy import load_checkpoint
 from quadpipe.learn.ppo import PPOConfig, Rollout, advantages, collect
+from quadpipe.learn.samples import observe
 from quadpipe.sim.randomize import RandomizeConfig
 
 TINY = FinetuneConfig(iterations=3, iterations_per_job=3, episodes=3, seconds=0.3, randomize=True,
@@ -220,6 +221,72 @@ def test_randomised_episodes_draw_their_own_physics(tiny_policies):
     assert np.array_equal(a.target_xy, b.target_xy)  # the same (seed, iteration): the same
     assert not np.array_equal(a.target_xy, c.target_xy)
     assert a.models[0].body_mass.sum() != a.models[1].body_mass.sum()
+
+
+def test_a_share_of_randomised_episodes_keeps_the_rest_nominal(tiny_policies):
+    _, obs, _ = load_checkpoint(tiny_policies[0])
+    expert = ExpertConfig()
+    nominal = draw_episodes(3, 1, 4, 0.5, (0.2, 0.3), obs.offsets, expert, None)
+    half = draw_episodes(3, 1, 4, 0.5, (0.2, 0.3), obs.offsets, expert, RandomizeConfig(),
+                         randomized=FinetuneConfig(episodes=4, randomize=0.5).randomized)
+    full = draw_episodes(3, 1, 4, 0.5, (0.2, 0.3), obs.offsets, expert, RandomizeConfig())
+    mass = [m.body_mass.sum() for m in half.models]
+    assert mass[2] == mass[3] == nominal.models[0].body_mass.sum() != mass[0] != mass[1]
+    assert mass[:2] == [m.body_mass.sum() for m in full.models[:2]]  # their own streams
+    assert half.pushes[:2] == full.pushes[:2] and half.pushes[2:] == [[], []]
+    assert np.array_equal(half.target_xy, nominal.target_xy)  # the same paths either way
+    assert FinetuneConfig(randomize=True).randomize == 1.0
+    with pytest.raises(ConfigError, match="finetune.randomize must be a share"):
+        FinetuneConfig(randomize=1.5)
+    with pytest.raises(ConfigError, match="finetune.pieces"):
+        FinetuneConfig(pieces=(0.0, 0.0, 0.0))
+
+
+def test_widening_the_input_scale_keeps_the_policy_and_its_outputs(tiny_policies):
+    policy, _, _ = load_checkpoint(tiny_policies[0])
+    ac = ActorCritic(policy, (8,), 0.2)
+    old = policy.in_std.clone()
+    g = torch.Generator().manual_seed(0)
+    # inputs far outside the imitation data on some columns, as off the path
+    x = policy.in_mean + old * torch.randn(64, policy.in_dim, generator=g) * 30.0
+    with torch.no_grad():
+        before = ac.mean(x)
+    spread = old * torch.where(torch.arange(policy.in_dim) % 3 == 0, 10.0, 0.5)
+    factor = ac.widen_input_scale(spread)
+    with torch.no_grad():
+        after = ac.mean(x)
+        z = ac.actor.normalise_input(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    wide = torch.arange(policy.in_dim) % 3 == 0
+    torch.testing.assert_close(factor[wide], torch.full_like(factor[wide], 10.0))
+    assert torch.all(factor[~wide] == 1.0)  # never narrowed
+    assert z[:, wide].abs().max() < 0.2 * ((x - policy.in_mean) / old)[:, wide].abs().max()
+    with pytest.raises(ConfigError, match="finetune.ppo.kl_of"):
+        FinetuneConfig.from_mapping({"ppo": {"kl_of": "max"}})
+
+
+def test_a_longer_horizon_starts_as_the_imitated_policy_and_fine_tunes(tiny_policies,
+                                                                      tmp_path):
+    policy, obs, _ = load_checkpoint(tiny_policies[0])
+    longer, new_obs, fresh = extend_horizon(policy, obs, 2 * obs.horizon)
+    assert new_obs.num_waypoints == 2 * obs.num_waypoints and longer.in_dim == new_obs.dim
+    assert int(fresh.sum()) == 3 * obs.num_waypoints
+    rng = np.random.default_rng(0)
+    qpos = np.r_[0.1, -0.2, 0.3, _quat(0.4), rng.normal(size=12) * 0.1][None].repeat(4, 0)
+    qvel = rng.normal(size=(4, 18)) * 0.1
+    future = rng.normal(size=(4, new_obs.num_waypoints, 3))
+    phase = rng.uniform(0.0, 6.0, 4)
+    near = torch.from_numpy(observe(qpos, qvel, future[:, :obs.num_waypoints], obs, phase))
+    far = torch.from_numpy(observe(qpos, qvel, future, new_obs, phase))
+    with torch.no_grad():  # the same torques: the new waypoints start with zero weights
+        torch.testing.assert_close(longer(far.float()), policy(near.float()))
+    with pytest.raises(ValueError, match="finetune.horizon"):
+        extend_horizon(policy, obs, obs.horizon + 1)
+    cfg = dataclasses.replace(TINY, horizon=2 * obs.horizon)
+    state = run_job(tiny_policies[0], tmp_path / "job_0.pt", cfg, 0, 0, progress=False)
+    tuned, tuned_obs, _ = load_checkpoint(finish(tmp_path / "job_0.pt", tmp_path, cfg, 0))
+    assert tuned_obs == new_obs and tuned.in_dim == new_obs.dim
+    assert state["iteration"] == cfg.iterations
 
 
 def test_job_settings_written_as_json_keep_small_numbers(tmp_path):

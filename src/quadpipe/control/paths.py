@@ -273,18 +273,23 @@ ARC_ANGLE_DEG = (30.0, 180.0)
 CORNER_DEG = (20.0, 75.0)  # heading jump at a sharp corner
 
 
-def random_path(rng: np.random.Generator, length: float, resolution: float = RESOLUTION
-                ) -> tuple[np.ndarray, np.ndarray]:
+PIECES = (1.0, 1.0, 1.0)  # relative odds of a straight piece, an arc and a corner
+
+
+def random_path(rng: np.random.Generator, length: float, resolution: float = RESOLUTION,
+                pieces: tuple[float, float, float] = PIECES) -> tuple[np.ndarray, np.ndarray]:
     """(s (N,), xy (N, 2)) a random path from the origin heading +x, sampled every `resolution` m.
 
     Built from its heading along the arc length: straight pieces keep it, arcs turn it at a
-    constant rate, corners jump it (a zigzag's kink).
+    constant rate, corners jump it (a zigzag's kink). `pieces` weighs the three; even odds draw
+    the piece as they always did, so DAgger's and the suite's paths stay the same.
     """
     s = np.arange(0.0, length + resolution, resolution)
     heading = np.empty_like(s)
     pos, angle = 0, 0.0
+    odds = None if tuple(pieces) == PIECES else np.asarray(pieces, float) / float(sum(pieces))
     while pos < len(s):
-        kind = rng.integers(0, 3)
+        kind = rng.integers(0, 3) if odds is None else rng.choice(3, p=odds)
         if kind == 0:
             n = int(rng.uniform(*STRAIGHT_M) / resolution)
             heading[pos:pos + n] = angle

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 
 from quadpipe.config import ExpertConfig, from_mapping_nested
+from quadpipe.control.paths import PIECES
 from quadpipe.errors import ConfigError, QuadpipeError
 from quadpipe.learn import tracking
-from quadpipe.learn.actor_critic import ActorCritic
+from quadpipe.learn.actor_critic import ActorCritic, extend_horizon
 from quadpipe.learn.history import write_history
 from quadpipe.learn.path_env import FINETUNE_STREAM, TERMS, RewardConfig, draw_episodes
 from quadpipe.learn.policy import Policy, load_checkpoint, save_checkpoint
@@ -66,12 +67,16 @@ class FinetuneConfig:
     episodes: int = 32  # per iteration
     seconds: float = 4.0  # per episode, from standing
     speed: tuple[float, float] = (0.15, 0.3)
-    randomize: bool = False  # physics and pushes from the `randomize` ranges (docs/training.md)
+    randomize: float = 0.0  # share of episodes with physics and pushes from `randomize` ranges
+    pieces: tuple[float, float, float] = PIECES  # paths' odds of straights, arcs, corners
     init_std: float = 0.2  # exploration std, in units of each joint's torque std
     critic_hidden: tuple[int, ...] = (256, 256)
     critic_warmup: int = 8  # iterations in which only the critic learns
     bc_weight: float = 0.0  # weight of the expert-label loss (the DAgger loss); 0 = off
     bc_decay: float = 1.0  # its factor per iteration
+    widen_inputs: bool = False  # input scale widened to the first iteration's spread (actor_critic)
+    horizon: int = 0  # steps of future path observed; 0: the imitated policy's (actor_critic)
+    horizon_gain: float = 10.0  # the new waypoints' input scale (actor_critic.fit_input_scale)
     threads: int = 1  # physics threads
     ppo: PPOConfig = PPOConfig()
     reward: RewardConfig = RewardConfig()
@@ -81,9 +86,20 @@ class FinetuneConfig:
             raise ConfigError("finetune.iterations must be >= 0 and iterations_per_job >= 1")
         if self.episodes < 1 or self.seconds <= 0:
             raise ConfigError("finetune.episodes must be >= 1 and finetune.seconds > 0")
+        object.__setattr__(self, "randomize", float(self.randomize))  # true/false: 1/0
+        if not 0.0 <= self.randomize <= 1.0:
+            raise ConfigError(f"finetune.randomize must be a share in [0, 1] (false = 0, "
+                              f"true = 1), got {self.randomize!r}")
+        if len(self.pieces) != 3 or min(self.pieces) < 0 or sum(self.pieces) <= 0:
+            raise ConfigError(f"finetune.pieces must be three odds >= 0 (straight, arc, corner) "
+                              f"with a positive sum, got {list(self.pieces)}")
         if not 0 < self.speed[0] <= self.speed[1]:
             raise ConfigError(f"finetune.speed must be [low, high] with 0 < low <= high, got "
                               f"{list(self.speed)}")
+        if self.horizon_gain <= 0:
+            raise ConfigError(f"finetune.horizon_gain must be > 0, got {self.horizon_gain}")
+        if self.ppo.kl_of not in ("mean", "median"):
+            raise ConfigError(f"finetune.ppo.kl_of must be mean or median, got {self.ppo.kl_of!r}")
         if self.ppo.block < 1 or self.ppo.minibatches < 1 or self.ppo.epochs < 1:
             raise ConfigError("finetune.ppo: block, epochs and minibatches must be >= 1")
 
@@ -91,6 +107,11 @@ class FinetuneConfig:
     def from_mapping(cls, data: Mapping[str, Any] | None) -> FinetuneConfig:
         return from_mapping_nested(cls, data, "finetune",
                                    {"ppo": PPOConfig, "reward": RewardConfig})
+
+    @property
+    def randomized(self) -> int:
+        """Episodes per iteration with randomised physics and pushes (the first ones)."""
+        return int(round(float(self.randomize) * self.episodes))
 
     @property
     def jobs(self) -> int:
@@ -110,7 +131,7 @@ def fingerprint(cfg: FinetuneConfig, seed: int, job: int, start: str, expert: Ex
     """What a job's result depends on: settings, seed, job, what it starts from, physics."""
     key = {"cfg": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_RESULT},
            "seed": seed, "job": job, "start": start, "expert": dataclasses.asdict(expert),
-           "randomize": rand.ranges() if cfg.randomize else None}
+           "randomize": rand.ranges() if cfg.randomized else None}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -132,12 +153,17 @@ def _start(start_file: Path, job: int, seed: int, cfg: FinetuneConfig
     """(actor-critic, checkpoint info, state so far, start digest) of job `job`."""
     if job == 0:
         policy, obs, ckpt = load_checkpoint(start_file)
+        digest = _weights_digest(policy.state_dict())
+        try:
+            policy, obs, fresh = extend_horizon(policy, obs, cfg.horizon or obs.horizon)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         torch.manual_seed(int(np.random.SeedSequence((FINETUNE_STREAM, seed)).generate_state(1)[0]))
         ac = ActorCritic(policy, cfg.critic_hidden, cfg.init_std)
         info = {"obs": dataclasses.asdict(obs), "train_config": ckpt.get("train_config"),
-                "architecture": policy.architecture, "imitation": str(start_file)}
-        return ac, info, {"iteration": 0, "history": [], "optimizer": None}, \
-            _weights_digest(policy.state_dict())
+                "architecture": policy.architecture, "imitation": str(start_file),
+                "fresh_inputs": fresh.tolist()}
+        return ac, info, {"iteration": 0, "history": [], "optimizer": None}, digest
     prev = load_state(start_file)
     if prev["seed"] != seed or prev["job"] != job - 1:
         raise FinetuneError(f"{start_file}: holds job {prev['job']} of seed {prev['seed']}; job "
@@ -200,7 +226,7 @@ def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, j
             log.warning("%s: not resuming: written with other settings or inputs", resume)
             resume.unlink(missing_ok=True)
     obs = _obs(info)
-    rand_used = rand if cfg.randomize else None
+    rand_used = rand if cfg.randomized else None
     # the seed's run directory (…/seed_<k>/finetune/job_<j>.pt), where training logged
     tracker = tracking.Tracker(logger, out_file.parent.parent, None, wandb_mode, wandb_project,
                                job="finetune") if logger != "csv" else None
@@ -214,10 +240,17 @@ def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, j
             t0 = time.perf_counter()
             gen, batch_rng = iteration_streams(seed, it)
             eps = draw_episodes(seed, it, cfg.episodes, cfg.seconds, cfg.speed, obs.offsets,
-                                expert, rand_used)
+                                expert, rand_used, randomized=cfg.randomized, pieces=cfg.pieces)
             bc = cfg.bc_weight * cfg.bc_decay ** it
             r = collect(ac, obs, eps, expert, cfg.reward, cfg.ppo, gen, cfg.threads,
                         labels=bc > 0)
+            if it == 0:
+                seen = torch.from_numpy(r.obs[r.valid])
+                fresh = torch.tensor(info.get("fresh_inputs") or [False] * seen.shape[1])
+                factor = ac.fit_input_scale(seen, fresh, cfg.widen_inputs, cfg.horizon_gain)
+                log.info("inputs: %d new, scale widened on %d of %d (up to %.0fx)",
+                         int(fresh.sum()), int((factor > 1).sum()), len(factor),
+                         float(factor.max()))
             t1 = time.perf_counter()
             stats = update(ac, opt, r, cfg.ppo, batch_rng, it >= cfg.critic_warmup, bc)
             row = _row(it, r, stats, bc, cfg, expert.dt, t1 - t0, time.perf_counter() - t1)

@@ -19,10 +19,11 @@ with the critic's value at its last state.
 Episodes. Iteration i of a seed runs `episodes` episodes from standing, each `seconds` long, all
 starting together (control.closed_loop: one MLP call for all live episodes per millisecond,
 `mj_step` per episode over threads). Episode e of iteration i draws its path and speed from
-`SeedSequence((FINETUNE_STREAM, seed), spawn_key=(i, e))` and, with `randomize`, its physics and
-pushes from the `randomize` ranges in `(i, e, 1)`: a stream of its own, disjoint from DAgger's,
-the selection's and the suite's. Nothing carries over from one iteration to the next but the
-weights, so an iteration is reproduced from (seed, i) and the weights alone (learn.finetune).
+`SeedSequence((FINETUNE_STREAM, seed), spawn_key=(i, e))` and, if it is among the randomised
+share, its physics and pushes from the `randomize` ranges in `(i, e, 1)`: a stream of its own,
+disjoint from DAgger's, the selection's and the suite's. Nothing carries over from one iteration
+to the next but the weights, so an iteration is reproduced from (seed, i) and the weights alone
+(learn.finetune).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import start_qpos
 from quadpipe.control.follower import FollowerConfig, Target
-from quadpipe.control.paths import random_path
+from quadpipe.control.paths import PIECES, random_path
 from quadpipe.sim import randomize
 from quadpipe.sim.model import build_model
 from quadpipe.sim.physics import apply
@@ -106,9 +107,16 @@ def path_heading(target: Target, steps: np.ndarray, ds: float = 0.01) -> np.ndar
 
 def draw_episodes(seed: int, iteration: int, episodes: int, seconds: float,
                   speed: tuple[float, float], offsets: np.ndarray, expert: ExpertConfig,
-                  rand: RandomizeConfig | None, follower: FollowerConfig = FollowerConfig()
+                  rand: RandomizeConfig | None, follower: FollowerConfig = FollowerConfig(),
+                  randomized: int | None = None, pieces: tuple[float, float, float] = PIECES
                   ) -> EpisodeSet:
-    """Iteration `iteration`'s episodes (module docstring); rand None: nominal physics."""
+    """Iteration `iteration`'s episodes (module docstring); rand None: nominal physics.
+
+    The first `randomized` episodes (all if None) take their physics and pushes from `rand`,
+    the rest nominal physics: a fixed share per iteration, not a coin per episode, so every
+    update sees the same mix. `pieces`: the paths' odds of straights, arcs and corners.
+    """
+    randomized = episodes if randomized is None else randomized
     model = build_model(expert, pd="torque")
     q0 = start_qpos(model)
     num = int(round(seconds / expert.dt))
@@ -119,9 +127,9 @@ def draw_episodes(seed: int, iteration: int, episodes: int, seconds: float,
                                                            spawn_key=(iteration, e)))
         v = float(rng.uniform(*speed))
         reach = v * (num + int(offsets[-1])) * expert.dt + 2.0 * follower.lookahead + 1.0
-        s, xy = random_path(rng, reach)
+        s, xy = random_path(rng, reach, pieces=pieces)
         targets.append(Target.from_start(s, xy, q0, v, expert.dt))
-        if rand is None:
+        if rand is None or e >= randomized:
             models.append(model)
             pushes.append([])
         else:

@@ -55,6 +55,7 @@ class PPOConfig:
     lr_range: tuple[float, float] = (1e-6, 1e-4)  # a pretrained actor needs small steps
     critic_lr: float = 1e-3
     desired_kl: float = 0.01
+    kl_of: str = "mean"  # the minibatch's KL statistic the lr adapts to: mean or median
     value_coef: float = 1.0
     entropy_coef: float = 0.0
     max_grad_norm: float = 1.0
@@ -226,7 +227,8 @@ def update(ac: ActorCritic, opt: torch.optim.Optimizer, r: Rollout, cfg: PPOConf
             mu = ac.mean(b["obs"])
             value = ac.value(b["obs"])
             with torch.no_grad():
-                kl = ac.kl_from(b["mean"], old_log_std, mu).mean().item()
+                per = ac.kl_from(b["mean"], old_log_std, mu)
+                kl = (per.median() if cfg.kl_of == "median" else per.mean()).item()
             if train_actor and cfg.desired_kl > 0:
                 group = opt.param_groups[0]
                 lo, hi = cfg.lr_range
