@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from quadpipe.cli import main
 from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
+from quadpipe.learn.epochs import build_policy
 from quadpipe.learn.policy import Policy, load_checkpoint, save_checkpoint
 from quadpipe.learn.prepare import load_arrays, prepare
 from quadpipe.learn.samples import ObsConfig, observe
@@ -85,6 +87,21 @@ def test_normalisation_round_trips(trained, tiny_shard) -> None:
     zx = policy.normalise_input(torch.from_numpy(np.array(x)))
     keep = np.asarray(meta["X_std"]) > 1e-6  # constant columns (x, y in heading frame) stay 0
     assert torch.allclose(zx.std(0)[keep], torch.ones(int(keep.sum())), atol=1e-2)
+
+
+def test_an_input_std_floor_widens_only_the_narrow_columns(trained, tiny_shard) -> None:
+    out, _ = trained
+    meta = prepare(tiny_shard, out / "samples", TINY_TRAIN.obs, TINY_TRAIN.sample_stride)
+    plain = build_policy(TINY_TRAIN, meta)
+    floored = build_policy(dataclasses.replace(TINY_TRAIN, input_std_floor=0.05), meta)
+    std = np.asarray(meta["X_std"], dtype=np.float64)
+    narrow, constant = (std > 1e-6) & (std < 0.05), std <= 1e-6
+    assert narrow.any() and constant.any()  # e.g. the base height; x, y in the heading frame
+    assert torch.all(floored.in_std[torch.from_numpy(narrow)] == 0.05)
+    assert torch.equal(floored.in_std[torch.from_numpy(~narrow)],
+                       plain.in_std[torch.from_numpy(~narrow)])  # wide and constant: as before
+    assert torch.equal(plain.in_std, torch.as_tensor(np.where(constant, 1.0, std),
+                                                     dtype=torch.float32))
 
 
 def test_split_is_by_trajectory(trained, tiny_shard) -> None:

@@ -22,6 +22,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0  # max global gradient norm
+    input_std_floor: float = 0.0  # least std an input is normalised by (learn.epochs.build_policy)
     lr_decay_epoch: int = 15  # 1-based epoch from which lr is x0.1; 0 = never
     hidden: tuple[int, ...] = (256, 256, 128)
     horizon: int = 1000  # steps to the last waypoint (the original: 50; docs/training.md)
