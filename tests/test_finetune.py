@@ -280,7 +280,7 @@ def test_a_longer_horizon_starts_as_the_imitated_policy_and_fine_tunes(tiny_poli
     far = torch.from_numpy(observe(qpos, qvel, future, new_obs, phase))
     with torch.no_grad():  # the same torques: the new waypoints start with zero weights
         torch.testing.assert_close(longer(far.float()), policy(near.float()))
-    with pytest.raises(ValueError, match="finetune.horizon"):
+    with pytest.raises(ConfigError, match="finetune.horizon"):
         extend_horizon(policy, obs, obs.horizon + 1)
     cfg = dataclasses.replace(TINY, horizon=2 * obs.horizon)
     state = run_job(tiny_policies[0], tmp_path / "job_0.pt", cfg, 0, 0, progress=False)

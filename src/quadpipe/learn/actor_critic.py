@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from quadpipe.errors import ConfigError
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.sim.state import STATE_DIM
@@ -114,7 +115,7 @@ def extend_horizon(policy: Policy, obs: ObsConfig, horizon: int
     if horizon == obs.horizon:
         return policy, obs, torch.zeros(policy.in_dim, dtype=torch.bool)
     if horizon < obs.horizon or horizon % obs.waypoint_every:
-        raise ValueError(f"finetune.horizon ({horizon}) must be 0 or a multiple of the policy's "
+        raise ConfigError(f"finetune.horizon ({horizon}) must be 0 or a multiple of the policy's "
                          f"waypoint spacing ({obs.waypoint_every}) >= its horizon ({obs.horizon})")
     new_obs = ObsConfig(horizon=horizon, waypoint_every=obs.waypoint_every,
                         gait_clock=obs.gait_clock, frame=obs.frame)

@@ -15,7 +15,7 @@ import torch
 from quadpipe.errors import ConfigError
 from quadpipe.learn.batches import Batches
 from quadpipe.learn.noise import JointNoise
-from quadpipe.learn.policy import MIN_STD, Policy
+from quadpipe.learn.policy import Policy
 from quadpipe.learn.progress import progress_bar
 from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.state import ACTION_DIM
@@ -60,15 +60,8 @@ def build_policy(cfg: TrainConfig, meta: dict[str, Any]) -> Policy:
     weights depend on `cfg.seed` alone (the global torch generator is seeded here)."""
     torch.manual_seed(cfg.seed)
     policy = Policy(cfg.obs.dim, ACTION_DIM, tuple(cfg.hidden))
-    x_std = meta["X_std"]
-    if cfg.input_std_floor > 0:
-        # a column with a std under the floor (the nearest waypoint's lateral offset: ~1 cm,
-        # the base height: 4 mm) measures how narrow the data were, not how much the input
-        # matters; off the path such an input reaches tens of its stds. Constant columns
-        # (std ~0: x, y in the heading frame) stay unscaled as before.
-        x_std = np.asarray(x_std, dtype=np.float64)
-        x_std = np.where(x_std < MIN_STD, x_std, np.maximum(x_std, cfg.input_std_floor))
-    policy.set_normalisation(meta["X_mean"], x_std, meta["Y_mean"], meta["Y_std"])
+    policy.set_normalisation(meta["X_mean"], meta["X_std"], meta["Y_mean"], meta["Y_std"],
+                             in_floor=cfg.input_std_floor)
     return policy
 
 

@@ -111,7 +111,7 @@ class FinetuneConfig:
     @property
     def randomized(self) -> int:
         """Episodes per iteration with randomised physics and pushes (the first ones)."""
-        return int(round(float(self.randomize) * self.episodes))
+        return int(round(self.randomize * self.episodes))
 
     @property
     def jobs(self) -> int:
@@ -154,10 +154,7 @@ def _start(start_file: Path, job: int, seed: int, cfg: FinetuneConfig
     if job == 0:
         policy, obs, ckpt = load_checkpoint(start_file)
         digest = _weights_digest(policy.state_dict())
-        try:
-            policy, obs, fresh = extend_horizon(policy, obs, cfg.horizon or obs.horizon)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        policy, obs, fresh = extend_horizon(policy, obs, cfg.horizon or obs.horizon)
         torch.manual_seed(int(np.random.SeedSequence((FINETUNE_STREAM, seed)).generate_state(1)[0]))
         ac = ActorCritic(policy, cfg.critic_hidden, cfg.init_std)
         info = {"obs": dataclasses.asdict(obs), "train_config": ckpt.get("train_config"),
@@ -246,7 +243,7 @@ def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, j
                         labels=bc > 0)
             if it == 0:
                 seen = torch.from_numpy(r.obs[r.valid])
-                fresh = torch.tensor(info.get("fresh_inputs") or [False] * seen.shape[1])
+                fresh = torch.tensor(info["fresh_inputs"])
                 factor = ac.fit_input_scale(seen, fresh, cfg.widen_inputs, cfg.horizon_gain)
                 log.info("inputs: %d new, scale widened on %d of %d (up to %.0fx)",
                          int(fresh.sum()), int((factor > 1).sum()), len(factor),

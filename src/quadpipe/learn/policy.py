@@ -55,13 +55,18 @@ class Policy(nn.Module):
     def from_architecture(cls, arch: dict[str, Any]) -> Policy:
         return cls(arch["in_dim"], arch["out_dim"], tuple(arch["hidden"]))
 
-    def set_normalisation(self, in_mean, in_std, out_mean, out_std) -> None:
-        """Set the (dim,) means and stds of the training split; tiny stds become 1."""
+    def set_normalisation(self, in_mean, in_std, out_mean, out_std, in_floor: float = 0.0
+                          ) -> None:
+        """Set the (dim,) means and stds of the training split; tiny stds become 1, the other
+        input stds at least `in_floor` (train.input_std_floor: a column narrower than that, as
+        the nearest waypoint's lateral offset at ~1 cm, measures how narrow the data were rather
+        than how much the input matters, and off the path it reaches tens of its stds)."""
         for name, value in (("in_mean", in_mean), ("in_std", in_std), ("out_mean", out_mean),
                             ("out_std", out_std)):
             t = torch.as_tensor(value, dtype=torch.float32)
             if name.endswith("std"):
-                t = torch.where(t < MIN_STD, torch.ones_like(t), t)
+                floor = in_floor if name == "in_std" else 0.0
+                t = torch.where(t < MIN_STD, torch.ones_like(t), torch.clamp(t, min=floor))
             getattr(self, name).copy_(t)
 
     def normalise_input(self, obs: torch.Tensor) -> torch.Tensor:
