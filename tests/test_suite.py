@@ -11,10 +11,18 @@ import pytest
 from quadpipe.cli import main
 from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import Episodes, start_qpos
+from quadpipe.errors import ConfigError
 from quadpipe.evaluation.intervals import bootstrap, effective_n, mcnemar_exact, wilson
 from quadpipe.evaluation.metrics import success
 from quadpipe.evaluation.rollouts import run_groups
-from quadpipe.evaluation.suite import SUITE_STREAM, SuiteConfig, episode_plan, run_condition
+from quadpipe.evaluation.suite import (
+    SUITE_STREAM,
+    SuiteConfig,
+    combine,
+    episode_plan,
+    part_episodes,
+    run_condition,
+)
 from quadpipe.sim.model import LEGS, build_model
 from quadpipe.sim.physics import LINKS, PhysicsRanges, apply, draw_physics
 
@@ -166,3 +174,36 @@ def test_a_bad_suite_setting_is_one_line(tiny_policies, tmp_path, capsys) -> Non
     assert main(["suite", "--checkpoint", str(tiny_policies[0]), "--condition", "nominal", "--out",
                  str(tmp_path / "x.json"), "--config", str(cfg_file)]) == 2
     assert "suite.randomized.friction must be [low, high]" in capsys.readouterr().err
+
+
+def test_the_split_suite_is_the_unsplit_one_bit_for_bit(tiny_policies, tmp_path) -> None:
+    """suite.jobs: parts run apart and combined give the whole condition's JSON, every episode's
+    figures included (each MLP row is the episode's whatever the part), via the CLI as the
+    workflow runs it; parts of different runs or a missing part are refused."""
+    ckpts = [str(p) for p in tiny_policies]
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("suite:\n  episodes: 5\n  seconds: 0.6\n")
+    base = ["suite", "--checkpoint", *ckpts, "--seeds", "0", "1", "--baseline", *ckpts[::-1],
+            "--condition", "pushes", "--config", str(cfg_file)]
+    assert main([*base, "--out", str(tmp_path / "whole.json")]) == 0
+    parts = [tmp_path / f"part_{k}_of_2.json" for k in range(2)]
+    for k, out in enumerate(parts):
+        assert main([*base, "--part", str(k), "--parts", "2", "--out", str(out)]) == 0
+    assert [len(json.loads(p.read_text())["episodes"]) for p in parts] == [3, 2]
+    assert main(["suite-combine", "--parts", *map(str, parts[::-1]),
+                 "--out", str(tmp_path / "split.json")]) == 0
+    whole, split = (json.loads((tmp_path / f).read_text()) for f in ("whole.json", "split.json"))
+    for r in (whole, split):
+        r.pop("steps_per_s")
+    assert split == whole
+    assert [e["episode"] for e in split["episodes"]] == list(range(5))
+    assert "baseline" in split and "vs_baseline" in split
+
+    with pytest.raises(ConfigError, match="each part exactly once"):
+        combine([json.loads(parts[0].read_text())])
+    other = json.loads(parts[1].read_text())
+    other["suite_config"]["seed"] = 2
+    with pytest.raises(ConfigError, match="different runs"):
+        combine([json.loads(parts[0].read_text()), other])
+    with pytest.raises(ConfigError, match="at most as many parts as episodes"):
+        part_episodes(2, 0, 3)

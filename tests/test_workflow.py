@@ -29,7 +29,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # `all` close every run).
 AFTER_REPORT = {"eval_report", "report", "all"}
 AFTER_EVAL = {"evaluate", "eval_video", "eval_videos"} | AFTER_REPORT
-AFTER_TRAIN = {"default_policy", "suite"} | AFTER_EVAL
+SUITE = {"suite_part", "suite"}  # suite.jobs parts per condition, then their combination
+AFTER_TRAIN = {"default_policy"} | SUITE | AFTER_EVAL
 # the test config has one DAgger round
 TRAINING = {"train_stage", "dagger_collect", "select_checkpoint", "policy"}
 AFTER_MERGE = {"stats", "replay", "replay_videos", "prepare"} | TRAINING | AFTER_TRAIN
@@ -115,6 +116,7 @@ def test_a_training_parameter_reruns_train_eval_and_report_only(finished):
     jobs = planned(finished, {"train": {"epochs": 3}})
     assert set(jobs) == TRAINING | AFTER_TRAIN
     assert len(jobs["policy"]) == 2 and len(jobs["evaluate"]) == 2 and len(jobs["suite"]) == 3
+    assert len(jobs["suite_part"]) == 6  # two per condition (suite.jobs)
     # both seeds' stages (behaviour cloning, DAgger round 1) and collections (2 jobs each)
     assert len(jobs["train_stage"]) == 4 and len(jobs["dagger_collect"]) == 4
 
@@ -134,7 +136,9 @@ def test_an_eval_parameter_reruns_the_named_paths_and_report_only(finished):
 def test_a_suite_range_reruns_only_its_condition(finished):
     jobs = planned(finished, {"suite": {"pushes": {"velocity": [0.2, 0.4]}}})
     assert jobs.get("suite") == ["results/eval/suite/pushes.json"]
-    assert set(jobs) == {"suite"} | AFTER_REPORT
+    assert sorted(jobs["suite_part"]) == [f"results/eval/suite/pushes/part_{k}_of_2.json"
+                                          for k in range(2)]
+    assert set(jobs) == SUITE | AFTER_REPORT
 
 
 @pytest.mark.slow
@@ -152,7 +156,7 @@ def test_a_new_seed_trains_only_itself(finished):
     jobs = planned(finished, {"train": {"seeds": [0, 1, 2]}})
     assert jobs["policy"] == ["results/train/seed_2/best.pt"]
     assert all("seed_2/" in out for rule in TRAINING for out in jobs[rule])
-    assert set(jobs) == TRAINING | {"evaluate", "suite"} | AFTER_REPORT
+    assert set(jobs) == TRAINING | {"evaluate"} | SUITE | AFTER_REPORT
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 # Closed-loop evaluation: every seed's policy vs the expert on each named path (one job per
-# path) and on the suite's random held-out episodes (one job per condition); the report's pages.
+# path) and on the suite's random held-out episodes (suite.jobs jobs per condition, combined into
+# one JSON per condition); the report's pages.
 
 
 rule evaluate:
@@ -65,17 +66,17 @@ rule eval_video:
         "--path {params.path:q} --out {output} --config {log.settings} > {log.out} 2>&1"
 
 
-rule suite:
+rule suite_part:
     input:
         checkpoints=seed_checkpoints,
         baseline=baseline_inputs,
     output:
-        "results/eval/suite/{condition}.json",
+        "results/eval/suite/{condition}/part_{part}_of_{parts}.json",
     log:
-        out="results/logs/suite/{condition}.log",
-        settings="results/logs/suite/{condition}.json",
+        out="results/logs/suite/{condition}/part_{part}_of_{parts}.log",
+        settings="results/logs/suite/{condition}/part_{part}_of_{parts}.json",
     benchmark:
-        "results/benchmarks/suite/{condition}.tsv"
+        "results/benchmarks/suite/{condition}/part_{part}_of_{parts}.tsv"
     conda:
         CONDA_ENV
     threads: config["suite"]["threads"]
@@ -90,8 +91,21 @@ rule suite:
         "echo {params.settings:q} > {log.settings} && "
         "OMP_NUM_THREADS=1 python -m quadpipe suite --checkpoint {input.checkpoints} "
         "--seeds {params.seeds} {params.baseline} "
-        "--condition {wildcards.condition} --threads {threads} --out {output} "
-        "--config {log.settings} > {log.out} 2>&1"
+        "--condition {wildcards.condition} --part {wildcards.part} --parts {wildcards.parts} "
+        "--threads {threads} --out {output} --config {log.settings} > {log.out} 2>&1"
+
+
+rule suite:
+    input:
+        suite_parts,
+    output:
+        "results/eval/suite/{condition}.json",
+    log:
+        "results/logs/suite/{condition}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m quadpipe suite-combine --parts {input} --out {output} > {log} 2>&1"
 
 
 rule eval_report:

@@ -1,5 +1,5 @@
-"""CLI verbs of the evaluation stage: evaluate (a named path), render-path, suite, select (the
-closed-loop checkpoint selection), eval-report."""
+"""CLI verbs of the evaluation stage: evaluate (a named path), render-path, suite and
+suite-combine, select (the closed-loop checkpoint selection), eval-report."""
 
 from __future__ import annotations
 
@@ -103,7 +103,11 @@ def _suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", nargs="*", default=[],
                    help="one more checkpoint per seed run on the same episodes (the imitated "
                    "policies a fine-tuning started from): compared with --checkpoint's")
-    p.add_argument("--out", required=True, help="JSON of every episode and the aggregates")
+    p.add_argument("--out", required=True, help="JSON of every episode and the aggregates "
+                   "(with --parts: the part's episodes, for suite-combine)")
+    p.add_argument("--part", type=int, default=0, help="this job's part of the episodes, 0-based")
+    p.add_argument("--parts", type=int, default=1,
+                   help="jobs the condition's episodes are split over (default 1: all here)")
     p.add_argument("--threads", type=int, help="simulation threads (default: suite.threads)")
     p.add_argument("--config", help="YAML with suite and expert sections")
 
@@ -114,24 +118,62 @@ def _suite(args: argparse.Namespace) -> None:
     import dataclasses
 
     from quadpipe.config import ExpertConfig, from_mapping
-    from quadpipe.evaluation.suite import SuiteConfig, run_condition
+    from quadpipe.evaluation.suite import SuiteConfig, combine, run_part, write_json
 
     cfg = load_config(args.config)
     suite = SuiteConfig.from_mapping(cfg.get("suite"))
     if args.threads is not None:
         suite = dataclasses.replace(suite, threads=args.threads)
     seeds = args.seeds if args.seeds is not None else list(range(len(args.checkpoint)))
-    r = run_condition(args.checkpoint, seeds, args.condition, suite,
-                      from_mapping(ExpertConfig, cfg.get("expert"), "expert"), args.out,
-                      args.baseline or None)
+    part = run_part(args.checkpoint, seeds, args.condition, suite,
+                    from_mapping(ExpertConfig, cfg.get("expert"), "expert"),
+                    args.baseline or None, args.part, args.parts)
+    if args.parts > 1:
+        write_json(part, args.out)
+        print(f"{args.condition}: part {args.part} of {args.parts}, "
+              f"{len(part['episodes'])} episodes -> {args.out}")
+        return
+    r = combine([part])
+    write_json(r, args.out)
+    _report_suite(r)
+
+
+def _combine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--parts", nargs="+", required=True, help="the condition's part JSONs")
+    p.add_argument("--out", required=True, help="the condition's JSON")
+
+
+@verb("suite-combine", _combine_args)
+def _suite_combine(args: argparse.Namespace) -> None:
+    """One suite condition's JSON from its parts (`quadpipe suite --part k --parts n`)."""
+    from pathlib import Path
+
+    from quadpipe.errors import ConfigError
+    from quadpipe.evaluation.suite import combine, write_json
+
+    parts = []
+    for f in args.parts:
+        try:
+            parts.append(json.loads(Path(f).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{f}: not a readable suite part ({exc}); rerun its suite job"
+                              ) from exc
+    r = combine(parts)
+    write_json(r, args.out)
+    _report_suite(r)
+
+
+def _report_suite(r: dict) -> None:
+    """The condition's one-line summary, and each seed's figures to the tracker."""
+    condition = r["condition"]
     for ckpt, s in zip(r["checkpoints"], r["policy"]["per_seed"], strict=True):
-        _track(ckpt, s, f"suite/{args.condition}")
+        _track(ckpt, s, f"suite/{condition}")
     pol, exp = r["policy"]["pooled"], r["expert"]
-    print(f"{args.condition}: success policy {pol['successes']}/{pol['n']}, expert "
+    print(f"{condition}: success policy {pol['successes']}/{pol['n']}, expert "
           f"{exp['successes']}/{exp['n']}; median error ratio {r['ratio']['median']}")
     if "vs_baseline" in r:
         v = r["vs_baseline"]
-        print(f"{args.condition}: vs baseline: success diff {v['success_diff']:+.3f} "
+        print(f"{condition}: vs baseline: success diff {v['success_diff']:+.3f} "
               f"{v['success_diff_ci95']}, median error ratio {v['ratio']['median']}")
 
 

@@ -60,11 +60,10 @@ class SharedObservation:
                     ).astype(np.float32)
         out = np.empty((len(idx), 12))
         who = self.member[idx]
-        with torch.inference_mode():
-            for j, control in enumerate(self.controllers):
-                rows = who == j
-                if rows.any():
-                    out[rows] = control.policy(torch.from_numpy(x[rows])).numpy()
+        for j, control in enumerate(self.controllers):
+            rows = who == j
+            if rows.any():
+                out[rows] = control.mlp(idx[rows], x[rows])
         return np.clip(out, -first.limit, first.limit)
 
 
@@ -72,9 +71,15 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
                models: Sequence[mujoco.MjModel], policies: dict[str, tuple[Policy, ObsConfig]],
                expert: ExpertConfig, follower: FollowerConfig = FollowerConfig(),
                standing: bool = False, pushes: Sequence[list] | None = None, threads: int = 1,
-               record_every: int = 1, with_expert: bool = True) -> Runs:
+               record_every: int = 1, with_expert: bool = True,
+               rows: np.ndarray | None = None, batch: int | None = None) -> Runs:
     """Run every group on every target for `num_steps` steps from pose q0 (torque models):
-    the policies, the expert (unless with_expert is false) and standing still (if asked)."""
+    the policies, the expert (unless with_expert is false) and standing still (if asked).
+
+    rows (P,) and batch: target p's episodes take row rows[p] of a zero-padded MLP batch of
+    `batch` rows (learn.controller.PolicyController), so that a job running some of the targets
+    gets the same torques, bit for bit, as one running all of them (the suite's split).
+    """
     names = [*policies] + ([EXPERT] if with_expert else []) + ([STANDING] if standing else [])
     p = len(targets)
     controllers = []
@@ -93,9 +98,10 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
             if key not in futures:
                 futures[key] = np.stack([t.future(num_steps, obs.offsets, q0[2])
                                          for t in targets])
-            controllers.append(PolicyController(policy, obs, futures[key],
-                                                np.arange(len(names) * p) % p,
-                                                expert.torque_limit))
+            controllers.append(PolicyController(
+                policy, obs, futures[key], np.arange(len(names) * p) % p, expert.torque_limit,
+                rows=None if rows is None else np.tile(np.asarray(rows), len(names)),
+                batch=batch))
     alike: dict[ObsConfig, list[int]] = {}  # groups of the policies that observe alike
     for g, name in enumerate(names):
         if name in policies:

@@ -69,13 +69,14 @@ class SuiteConfig:
     lookahead: float = 0.4  # m, the expert follower's look-ahead
     record_every: int = 10  # steps between recorded poses (metrics at 100 Hz)
     threads: int = 1  # simulation threads per condition job
+    jobs: int = 2  # jobs each condition's episodes are split over; no figure depends on it
     conditions: tuple[str, ...] = CONDITIONS
     randomized: PhysicsRanges = PhysicsRanges()
     pushes: PushRanges = PushRanges()
 
     def __post_init__(self) -> None:
-        if self.episodes < 1 or self.seconds <= 0 or self.record_every < 1:
-            raise ConfigError("suite.episodes and suite.record_every must be >= 1, "
+        if self.episodes < 1 or self.seconds <= 0 or self.record_every < 1 or self.jobs < 1:
+            raise ConfigError("suite.episodes, suite.jobs and suite.record_every must be >= 1, "
                               "suite.seconds > 0")
         for c in self.conditions:
             check_condition(c)
@@ -101,6 +102,112 @@ def episode_plan(cfg: SuiteConfig, condition: str, expert: ExpertConfig, q0: np.
     return plan
 
 
+def part_episodes(episodes: int, part: int, parts: int) -> np.ndarray:
+    """The suite episodes job `part` of `parts` runs: a contiguous share, the first ones one
+    longer where they do not divide evenly."""
+    if not 0 <= part < parts or parts > episodes:
+        raise ConfigError(f"suite part {part} of {parts} for {episodes} episodes: the part must "
+                          f"be in 0..{parts - 1}, and there are at most as many parts as episodes")
+    return np.array_split(np.arange(episodes), parts)[part]
+
+
+def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
+             cfg: SuiteConfig = SuiteConfig(), expert: ExpertConfig = ExpertConfig(),
+             baseline: list[str | Path] | None = None, part: int = 0, parts: int = 1
+             ) -> dict[str, Any]:
+    """Every seed's policy (and baseline) and the expert on one part of the condition's episodes.
+
+    Every part draws the whole plan (cheap) and runs its share; each policy's MLP takes the
+    episode's row of a batch of all `cfg.episodes` rows (evaluation.rollouts.run_groups), so an
+    episode's figures are the same bits whichever part runs it: `combine` of any split equals
+    the unsplit condition (tested).
+    """
+    if len(seeds) != len(checkpoints) or (baseline and len(baseline) != len(seeds)):
+        raise ConfigError(f"{len(checkpoints)} checkpoints and "
+                          f"{len(baseline or [])} baselines but {len(seeds)} seeds")
+    mine = part_episodes(cfg.episodes, part, parts)
+    model = build_model(expert, pd="torque")
+    q0 = start_qpos(model)
+    num = int(round(cfg.seconds / expert.dt))
+    plan = [episode_plan(cfg, condition, expert, q0, num)[i] for i in mine]
+    models = [apply(model, p["physics"]) if p["physics"] else model for p in plan]
+    names = [f"seed_{s}" for s in seeds]
+    policies = {n: load_checkpoint(c)[:2] for n, c in zip(names, checkpoints, strict=True)}
+    base_names = [f"{BASELINE}_seed_{s}" for s in seeds] if baseline else []
+    for n, c in zip(base_names, baseline or [], strict=True):
+        policies[n] = load_checkpoint(c)[:2]
+    runs = run_groups([p["target"] for p in plan], num, q0, models, policies, expert,
+                      FollowerConfig(lookahead=cfg.lookahead), pushes=[p["pushes"] for p in plan],
+                      threads=cfg.threads, record_every=cfg.record_every, rows=mine,
+                      batch=cfg.episodes)
+    for group in runs.metrics.values():
+        for m in group:
+            m["success"] = success(m, cfg.success_progress)
+    episodes = []
+    for j, (i, p) in enumerate(zip(mine.tolist(), plan, strict=True)):
+        episodes.append({
+            "episode": i, "speed_m_s": p["speed"],
+            "physics": p["physics"].as_dict() if p["physics"] else None,
+            "pushes": [[step * expert.dt, *dv[:2].tolist()] for step, dv in p["pushes"]],
+            EXPERT: _pick(runs.metrics[EXPERT][j]),
+            "policy": {n: _pick(runs.metrics[n][j]) for n in names}})
+        if base_names:
+            episodes[-1][BASELINE] = {n: _pick(runs.metrics[b][j])
+                                      for n, b in zip(names, base_names, strict=True)}
+    return {"condition": condition, "seeds": list(seeds),
+            "checkpoints": [str(c) for c in checkpoints],
+            "baseline_checkpoints": [str(c) for c in baseline or []],
+            "suite_config": dataclasses.asdict(cfg), "part": part, "parts": parts,
+            "steps_per_s": runs.steps_per_s, "episodes": episodes}
+
+
+def _same_run(suite_config: dict[str, Any]) -> dict[str, Any]:
+    """What every part of one condition must agree on (threads and jobs change no figure)."""
+    return {k: v for k, v in suite_config.items() if k not in ("threads", "jobs")}
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The condition's JSON (figures over all episodes) from the parts `run_part` wrote."""
+    if not parts:
+        raise ConfigError("no suite parts to combine")
+    first = parts[0]
+    keys = ("condition", "seeds", "checkpoints", "baseline_checkpoints")
+    for p in parts[1:]:
+        if any(p[k] != first[k] for k in keys) or p["parts"] != first["parts"] or \
+                _same_run(p["suite_config"]) != _same_run(first["suite_config"]):
+            raise ConfigError(f"suite parts of different runs: part {p['part']} differs from "
+                              f"part {first['part']} in its condition, checkpoints or settings; "
+                              f"rerun the condition's parts together")
+    have = sorted(p["part"] for p in parts)
+    if have != list(range(first["parts"])):
+        raise ConfigError(f"suite parts {have} of {first['parts']}: each part exactly once")
+    episodes = [e for p in sorted(parts, key=lambda p: p["part"]) for e in p["episodes"]]
+    if [e["episode"] for e in episodes] != list(range(first["suite_config"]["episodes"])):
+        raise ConfigError("suite parts do not cover the episodes 0..N-1 once each")
+    names = [f"seed_{s}" for s in first["seeds"]]
+    result = {k: first[k] for k in ("condition", "seeds", "checkpoints")}
+    result.update(suite_config=first["suite_config"], **summarise(episodes, names),
+                  steps_per_s=float(np.mean([p["steps_per_s"] for p in parts])))
+    if first["baseline_checkpoints"]:
+        as_policy = [{**e, "policy": e[BASELINE]} for e in episodes]
+        base = summarise(as_policy, names)
+        result[BASELINE] = {"checkpoints": first["baseline_checkpoints"],
+                            "policy": base["policy"], "paired": base["paired"],
+                            "ratio": base["ratio"]}
+        result["vs_baseline"] = versus(episodes, names)
+    result["episodes"] = episodes
+    return result
+
+
+def write_json(result: dict[str, Any], out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
+    return out
+
+
 def run_condition(checkpoints: list[str | Path], seeds: list[int], condition: str,
                   cfg: SuiteConfig = SuiteConfig(), expert: ExpertConfig = ExpertConfig(),
                   out: str | Path | None = None,
@@ -111,52 +218,9 @@ def run_condition(checkpoints: list[str | Path], seeds: list[int], condition: st
     run on the same episodes; the JSON then has their figures under "baseline" and the policy
     vs baseline comparison, seed by seed and episode by episode, under "vs_baseline".
     """
-    if len(seeds) != len(checkpoints) or (baseline and len(baseline) != len(seeds)):
-        raise ConfigError(f"{len(checkpoints)} checkpoints and "
-                          f"{len(baseline or [])} baselines but {len(seeds)} seeds")
-    model = build_model(expert, pd="torque")
-    q0 = start_qpos(model)
-    num = int(round(cfg.seconds / expert.dt))
-    plan = episode_plan(cfg, condition, expert, q0, num)
-    models = [apply(model, p["physics"]) if p["physics"] else model for p in plan]
-    names = [f"seed_{s}" for s in seeds]
-    policies = {n: load_checkpoint(c)[:2] for n, c in zip(names, checkpoints, strict=True)}
-    base_names = [f"{BASELINE}_seed_{s}" for s in seeds] if baseline else []
-    for n, c in zip(base_names, baseline or [], strict=True):
-        policies[n] = load_checkpoint(c)[:2]
-    runs = run_groups([p["target"] for p in plan], num, q0, models, policies, expert,
-                      FollowerConfig(lookahead=cfg.lookahead), pushes=[p["pushes"] for p in plan],
-                      threads=cfg.threads, record_every=cfg.record_every)
-    for group in runs.metrics.values():
-        for m in group:
-            m["success"] = success(m, cfg.success_progress)
-    episodes = []
-    for i, p in enumerate(plan):
-        episodes.append({
-            "episode": i, "speed_m_s": p["speed"],
-            "physics": p["physics"].as_dict() if p["physics"] else None,
-            "pushes": [[step * expert.dt, *dv[:2].tolist()] for step, dv in p["pushes"]],
-            EXPERT: _pick(runs.metrics[EXPERT][i]),
-            "policy": {n: _pick(runs.metrics[n][i]) for n in names}})
-        if base_names:
-            episodes[-1][BASELINE] = {n: _pick(runs.metrics[b][i])
-                                      for n, b in zip(names, base_names, strict=True)}
-    result = {"condition": condition, "seeds": list(seeds), "checkpoints": [str(c) for c in
-                                                                            checkpoints],
-              "suite_config": dataclasses.asdict(cfg), **summarise(episodes, names),
-              "steps_per_s": runs.steps_per_s}
-    if base_names:
-        as_policy = [{**e, "policy": e[BASELINE]} for e in episodes]
-        base = summarise(as_policy, names)
-        result[BASELINE] = {"checkpoints": [str(c) for c in baseline or []],
-                            "policy": base["policy"], "paired": base["paired"],
-                            "ratio": base["ratio"]}
-        result["vs_baseline"] = versus(episodes, names)
-    result["episodes"] = episodes
+    result = combine([run_part(checkpoints, seeds, condition, cfg, expert, baseline)])
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(result, out)
     return result
 
 

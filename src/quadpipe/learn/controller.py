@@ -77,14 +77,16 @@ class PolicyController:
                     np.full(len(idx), self.phase[k]) if self.obs.gait_clock else None
                     ).astype(np.float32)
         self.last_x = x
-        if self.rows is not None:
+        return self.mlp(idx, x)
+
+    def mlp(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """(len(idx), 12) float64 policy output for episodes idx observed as x (float32)."""
+        with torch.inference_mode():
+            if self.rows is None:
+                return self.policy(torch.from_numpy(x)).numpy().astype(np.float64)
             full = np.zeros((self.batch, x.shape[1]), np.float32)
             full[self.rows[idx]] = x
-            with torch.inference_mode():
-                out = self.policy(torch.from_numpy(full)).numpy()
-            return out[self.rows[idx]].astype(np.float64)
-        with torch.inference_mode():
-            return self.policy(torch.from_numpy(x)).numpy().astype(np.float64)
+            return self.policy(torch.from_numpy(full)).numpy()[self.rows[idx]].astype(np.float64)
 
     def __call__(self, k: int, idx: np.ndarray, qpos: np.ndarray, qvel: np.ndarray
                  ) -> np.ndarray:
