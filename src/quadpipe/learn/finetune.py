@@ -63,7 +63,7 @@ class FinetuneConfig:
     """The `finetune` section of config.yaml (descriptions and sources: the schema)."""
 
     iterations: int = 0  # 0: no fine-tuning
-    iterations_per_job: int = 20
+    iterations_per_job: int = 12
     episodes: int = 32  # per iteration
     seconds: float = 4.0  # per episode, from standing
     speed: tuple[float, float] = (0.15, 0.3)
@@ -71,7 +71,7 @@ class FinetuneConfig:
     pieces: tuple[float, float, float] = PIECES  # paths' odds of straights, arcs, corners
     init_std: float = 0.2  # exploration std, in units of each joint's torque std
     critic_hidden: tuple[int, ...] = (256, 256)
-    critic_warmup: int = 8  # iterations in which only the critic learns
+    critic_warmup: int = 4  # iterations in which only the critic learns
     bc_weight: float = 0.0  # weight of the expert-label loss (the DAgger loss); 0 = off
     bc_decay: float = 1.0  # its factor per iteration
     widen_inputs: bool = False  # input scale widened to the first iteration's spread (actor_critic)

@@ -49,12 +49,12 @@ class PPOConfig:
     gamma: float = 0.99  # per block (a 2-s horizon at 20 ms)
     lam: float = 0.95
     clip: float = 0.2
-    epochs: int = 5
+    epochs: int = 10
     minibatches: int = 4
     lr: float = 1e-5  # the actor's first learning rate; then adapted to desired_kl
     lr_range: tuple[float, float] = (1e-6, 1e-4)  # a pretrained actor needs small steps
     critic_lr: float = 1e-3
-    desired_kl: float = 0.01
+    desired_kl: float = 0.05
     kl_of: str = "mean"  # the minibatch's KL statistic the lr adapts to: mean or median
     value_coef: float = 1.0
     entropy_coef: float = 0.0
