@@ -129,7 +129,8 @@ def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
     model = build_model(expert, pd="torque")
     q0 = start_qpos(model)
     num = int(round(cfg.seconds / expert.dt))
-    plan = [episode_plan(cfg, condition, expert, q0, num)[i] for i in mine]
+    whole = episode_plan(cfg, condition, expert, q0, num)
+    plan = [whole[i] for i in mine]
     models = [apply(model, p["physics"]) if p["physics"] else model for p in plan]
     names = [f"seed_{s}" for s in seeds]
     policies = {n: load_checkpoint(c)[:2] for n, c in zip(names, checkpoints, strict=True)}
@@ -200,6 +201,7 @@ def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_json(result: dict[str, Any], out: str | Path) -> Path:
+    """Write by rename, so that a killed job leaves no half-written JSON for Snakemake to keep."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
