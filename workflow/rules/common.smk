@@ -360,7 +360,10 @@ def suite_parts(wildcards):
     """A condition's part files: suite.jobs of them, at most one per episode (the figures do not
     depend on the split)."""
     n = min(config["suite"]["jobs"], config["suite"]["episodes"])
-    return [f"results/eval/suite/{wildcards.condition}/part_{k}_of_{n}.json" for k in range(n)]
+    return [
+        f"results/eval/suite/{wildcards.condition}/part_{k}_of_{n}.json"
+        for k in range(n)
+    ]
 
 
 def suite_results(wildcards=None):
