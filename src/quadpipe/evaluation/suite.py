@@ -36,6 +36,7 @@ import numpy as np
 from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested
 from quadpipe.control.closed_loop import start_qpos
 from quadpipe.control.follower import FollowerConfig
+from quadpipe.data import dataset
 from quadpipe.errors import ConfigError
 from quadpipe.evaluation.episodes import CONDITIONS, check_condition, draw_episode
 from quadpipe.evaluation.intervals import (
@@ -201,12 +202,11 @@ def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_json(result: dict[str, Any], out: str | Path) -> Path:
-    """Write by rename, so that a killed job leaves no half-written JSON for Snakemake to keep."""
+    """Write atomically, so that a killed job leaves no half-written JSON for Snakemake to keep."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    with dataset.atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
     return out
 
 
