@@ -13,8 +13,10 @@ physics), measured side by side in one run:
   with no observation and no policy (physics alone, 1 thread).
 With a trained checkpoint the policy walks; without one an untrained policy is timed and falls
 early (steps after a fall are not simulated, in either loop, so the ratios still compare like with
-like). Ends with `closed loop: batched/single per thread <r>x (1 thread), <r>x per thread
-(<n> threads)`.
+like). Then the price of the suite split's bit-identity: half the episodes (one of two suite
+parts) with one MLP row each, against the same on their rows of a zero-padded batch of all
+(learn.controller.PolicyController). Ends with `closed loop: batched/single per thread <r>x
+(1 thread), <r>x per thread (<n> threads)` and `suite part: padded/unpadded <r>x`.
 """
 
 from __future__ import annotations
@@ -87,9 +89,12 @@ def main() -> None:
                         expert, q0, num)
     targets = [p["target"] for p in plan]
 
-    def batched(n: int, threads: int) -> float:
+    def batched(n: int, threads: int, padded: bool = False) -> float:
+        """padded: the first n episodes on rows 0..n-1 of a batch of all --episodes rows, as
+        a suite part runs them (evaluation.suite: bit-identical to the unsplit suite)."""
+        pad = dict(rows=np.arange(n), batch=args.episodes) if padded else {}
         runs = run_groups(targets[:n], num, q0, [model] * n, {"policy": (policy, obs)}, expert,
-                          threads=threads, record_every=10, with_expert=False)
+                          threads=threads, record_every=10, with_expert=False, **pad)
         return runs.steps_per_s
 
     def ceiling(n: int) -> float:
@@ -109,6 +114,7 @@ def main() -> None:
             return run(sim, num, lambda k, idx, qpos, qvel: next(replay),
                        record_every=10).steps_per_s
 
+    half = args.episodes // 2
     rows: dict[str, list[float]] = {}
     for _ in range(2):  # interleaved rounds, best of 2: slow spells of a shared machine hit all
         steps = secs = 0.0
@@ -122,7 +128,10 @@ def main() -> None:
                            (f"batched loop, {args.episodes} episodes, {args.threads} threads",
                             batched(args.episodes, args.threads)),
                            (f"ceiling: physics alone, {args.episodes} episodes, 1 thread",
-                            ceiling(args.episodes))):
+                            ceiling(args.episodes)),
+                           (f"batched loop, {half} episodes, 1 thread", batched(half, 1)),
+                           (f"the same, padded to {args.episodes} rows (a suite part), 1 thread",
+                            batched(half, 1, padded=True))):
             rows.setdefault(key, []).append(value)
     best = {k: max(v) for k, v in rows.items()}
     for k, v in best.items():
@@ -134,6 +143,8 @@ def main() -> None:
           f"the ceiling is {vals[4] / vals[0]:.1f}x the single-episode loop")
     print(f"closed loop: batched/single per thread {one:.1f}x (1 thread), {per_thread:.1f}x per "
           f"thread ({args.threads} threads)")
+    print(f"suite part ({half} of {args.episodes} episodes): padded/unpadded "
+          f"{vals[6] / vals[5]:.2f}x the steps per second")
 
 
 if __name__ == "__main__":
