@@ -118,7 +118,8 @@ def _suite(args: argparse.Namespace) -> None:
     import dataclasses
 
     from quadpipe.config import ExpertConfig, from_mapping
-    from quadpipe.evaluation.suite import SuiteConfig, combine, run_part, write_json
+    from quadpipe.data.dataset import write_json
+    from quadpipe.evaluation.suite import SuiteConfig, combine, run_part
 
     cfg = load_config(args.config)
     suite = SuiteConfig.from_mapping(cfg.get("suite"))
@@ -148,8 +149,9 @@ def _suite_combine(args: argparse.Namespace) -> None:
     """One suite condition's JSON from its parts (`quadpipe suite --part k --parts n`)."""
     from pathlib import Path
 
+    from quadpipe.data.dataset import write_json
     from quadpipe.errors import ConfigError
-    from quadpipe.evaluation.suite import combine, write_json
+    from quadpipe.evaluation.suite import combine
 
     parts = []
     for f in args.parts:

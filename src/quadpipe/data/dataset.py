@@ -296,6 +296,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_json(obj: Any, path: str | Path, indent: int = 2) -> Path:
+    """Write `obj` as JSON through `atomic_path` (folders made): a killed job leaves no
+    half-written result for Snakemake to keep."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+    return path
+
+
 def stale_temporaries(path: str | Path) -> list[Path]:
     """Temporary files of `atomic_path(path)` left by a killed writer."""
     path = Path(path)

@@ -140,10 +140,7 @@ def score_part(stages: Sequence[dict[str, Any]], obs: ObsConfig, expert: ExpertC
               "randomize": rand.ranges(), "stages": [s["fingerprint"] for s in stages],
               "candidates": scored}
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with dataset.atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(result, indent=1) + "\n")
+        dataset.write_json(result, out, indent=1)
     return result
 
 

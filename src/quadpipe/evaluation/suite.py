@@ -26,7 +26,6 @@ fall), and its median and mean get bootstrap 95 % intervals that resample seeds 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -201,15 +200,6 @@ def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def write_json(result: dict[str, Any], out: str | Path) -> Path:
-    """Write atomically, so that a killed job leaves no half-written JSON for Snakemake to keep."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with dataset.atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    return out
-
-
 def run_condition(checkpoints: list[str | Path], seeds: list[int], condition: str,
                   cfg: SuiteConfig = SuiteConfig(), expert: ExpertConfig = ExpertConfig(),
                   out: str | Path | None = None,
@@ -222,7 +212,7 @@ def run_condition(checkpoints: list[str | Path], seeds: list[int], condition: st
     """
     result = combine([run_part(checkpoints, seeds, condition, cfg, expert, baseline)])
     if out is not None:
-        write_json(result, out)
+        dataset.write_json(result, out)
     return result
 
 
