@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,8 +148,7 @@ def replay_to_files(path: str | Path, trajectory_id: int, out_json: str | Path,
         render_video(result.model, result.qpos[:steps], Path(video), result.dt, fps=fps)
         report["video"] = str(video)
         report["video_seconds"] = steps * result.dt
-    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_json).write_text(json.dumps(report, indent=2) + "\n")
+    dataset.write_json(report, out_json)
     log.info("replayed trajectory %d of %s: max qpos error %.2e, qvel %.2e", trajectory_id, path,
              report["max_qpos_error"], report["max_qvel_error"])
     if not report["reproduced"]:

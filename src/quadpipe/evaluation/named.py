@@ -16,7 +16,6 @@ The JSON keeps the first seed's policy at the top (`policy`, `policy_to_expert_e
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import start_qpos
 from quadpipe.control.follower import FollowerConfig, Target
 from quadpipe.control.paths import PathSpec
+from quadpipe.data import dataset
 from quadpipe.errors import ConfigError
 from quadpipe.evaluation.rollouts import EXPERT, STANDING, Runs, run_groups
 from quadpipe.learn.policy import load_checkpoint
@@ -109,10 +109,8 @@ def evaluate_path(checkpoints: list[str | Path], spec: PathSpec, cfg: EvalConfig
             "all_target_met": all(s["target_met"] for s in per_seed)},
         "steps_per_s": runs.steps_per_s,
     }
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    if out is not None:  # atomically: a killed job leaves no half file for Snakemake to keep
+        dataset.write_json(result, out)
     if plot is not None:
         plot_runs(runs, target, num, spec.name, Path(plot))
     return result
