@@ -18,6 +18,7 @@ from quadpipe.learn.path_env import RewardConfig, draw_episodes, reward_terms
 from quadpipe.learn.policy import load_checkpoint
 from quadpipe.learn.ppo import PPOConfig, Rollout, advantages, collect
 from quadpipe.learn.samples import observe
+from quadpipe.sim.physics import PushRanges
 from quadpipe.sim.randomize import RandomizeConfig
 
 TINY = FinetuneConfig(iterations=3, iterations_per_job=3, episodes=3, seconds=0.3, randomize=True,
@@ -240,6 +241,33 @@ def test_a_share_of_randomised_episodes_keeps_the_rest_nominal(tiny_policies):
         FinetuneConfig(randomize=1.5)
     with pytest.raises(ConfigError, match="finetune.pieces"):
         FinetuneConfig(pieces=(0.0, 0.0, 0.0))
+
+
+def test_kicked_episodes_get_kicks_from_their_own_ranges_on_nominal_physics(tiny_policies):
+    _, obs, _ = load_checkpoint(tiny_policies[0])
+    expert = ExpertConfig()
+    kicks = PushRanges(interval_s=(0.4, 0.6), velocity=(0.5, 1.0))
+    cfg = FinetuneConfig(episodes=4, randomize=0.25, kicked=0.5, kicked_from=2, kicks=kicks)
+    assert [cfg.kicked_at(i) for i in (0, 1, 2, 9)] == [0, 0, 2, 2]  # from iteration 2 on
+    nominal = draw_episodes(3, 2, 4, 1.5, (0.2, 0.3), obs.offsets, expert, None)
+    mixed = draw_episodes(3, 2, 4, 1.5, (0.2, 0.3), obs.offsets, expert, RandomizeConfig(),
+                          randomized=cfg.randomized, kicked=cfg.kicked_at(2), kicks=kicks)
+    alone = draw_episodes(3, 2, 4, 1.5, (0.2, 0.3), obs.offsets, expert, None, kicked=3,
+                          kicks=kicks)
+    mass = [m.body_mass.sum() for m in mixed.models]
+    assert mass[1] == mass[2] == mass[3] == nominal.models[0].body_mass.sum() != mass[0]
+    assert mixed.pushes[3] == []
+    for plan in mixed.pushes[1:3]:  # kicks every 0.4-0.6 s within 1.5 s, 0.5-1.0 m/s
+        steps = np.array([0] + [k for k, _ in plan])
+        assert len(plan) >= 2 and np.all(np.diff(steps) >= 400) and np.all(np.diff(steps) <= 600)
+        assert all(0.5 <= np.linalg.norm(dv) <= 1.0 and dv[2] == 0 for _, dv in plan)
+    # episode e's kicks come from its own stream, whatever the shares around it
+    assert str(alone.pushes[1:3]) == str(mixed.pushes[1:3]) and alone.pushes[0] != []
+    assert np.array_equal(mixed.target_xy, nominal.target_xy)
+    with pytest.raises(ConfigError, match="finetune.kicked must be a share"):
+        FinetuneConfig(randomize=0.5, kicked=0.75)
+    with pytest.raises(ConfigError, match="finetune.kicks.velocity"):
+        FinetuneConfig.from_mapping({"kicks": {"velocity": [1.0, 0.5]}})
 
 
 def test_widening_the_input_scale_keeps_the_policy_and_its_outputs(tiny_policies):

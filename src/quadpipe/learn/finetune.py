@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from quadpipe.config import ExpertConfig, from_mapping_nested
+from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested
 from quadpipe.control.paths import PIECES
 from quadpipe.errors import ConfigError, QuadpipeError
 from quadpipe.learn import tracking
@@ -46,6 +46,7 @@ from quadpipe.learn.progress import log_to_bar, progress_bar
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.learn.stages import resume_path, save_state
 from quadpipe.learn.tagged_files import load_tagged
+from quadpipe.sim.physics import PushRanges
 from quadpipe.sim.randomize import RandomizeConfig
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class FinetuneConfig:
     seconds: float = 4.0  # per episode, from standing
     speed: tuple[float, float] = (0.15, 0.3)
     randomize: float = 0.0  # share of episodes with physics and pushes from `randomize` ranges
+    kicked: float = 0.0  # share of episodes kicked (nominal physics) from `kicks`
+    kicked_from: int = 0  # first iteration with kicked episodes
+    kicks: PushRanges = PushRanges(interval_s=(1.0, 2.0), velocity=(0.5, 1.0))
     pieces: tuple[float, float, float] = PIECES  # paths' odds of straights, arcs, corners
     init_std: float = 0.2  # exploration std, in units of each joint's torque std
     critic_hidden: tuple[int, ...] = (256, 256)
@@ -90,6 +94,12 @@ class FinetuneConfig:
         if not 0.0 <= self.randomize <= 1.0:
             raise ConfigError(f"finetune.randomize must be a share in [0, 1] (false = 0, "
                               f"true = 1), got {self.randomize!r}")
+        if not 0.0 <= self.kicked <= 1.0 - self.randomize or self.kicked_from < 0:
+            raise ConfigError(f"finetune.kicked must be a share in [0, 1 - finetune.randomize] "
+                              f"(kicked and randomised episodes are different ones), got "
+                              f"{self.kicked!r} with randomize {self.randomize!r}; "
+                              f"finetune.kicked_from must be >= 0")
+        check_ranges("finetune.kicks", self.kicks)
         if len(self.pieces) != 3 or min(self.pieces) < 0 or sum(self.pieces) <= 0:
             raise ConfigError(f"finetune.pieces must be three odds >= 0 (straight, arc, corner) "
                               f"with a positive sum, got {list(self.pieces)}")
@@ -106,12 +116,19 @@ class FinetuneConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> FinetuneConfig:
         return from_mapping_nested(cls, data, "finetune",
-                                   {"ppo": PPOConfig, "reward": RewardConfig})
+                                   {"ppo": PPOConfig, "reward": RewardConfig, "kicks": PushRanges})
 
     @property
     def randomized(self) -> int:
         """Episodes per iteration with randomised physics and pushes (the first ones)."""
         return int(round(self.randomize * self.episodes))
+
+    def kicked_at(self, iteration: int) -> int:
+        """Episodes of iteration `iteration` (from 0) kicked on nominal physics (those after the
+        randomised ones)."""
+        if iteration < self.kicked_from:
+            return 0
+        return min(int(round(self.kicked * self.episodes)), self.episodes - self.randomized)
 
     @property
     def jobs(self) -> int:
@@ -237,7 +254,8 @@ def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, j
             t0 = time.perf_counter()
             gen, batch_rng = iteration_streams(seed, it)
             eps = draw_episodes(seed, it, cfg.episodes, cfg.seconds, cfg.speed, obs.offsets,
-                                expert, rand_used, randomized=cfg.randomized, pieces=cfg.pieces)
+                                expert, rand_used, randomized=cfg.randomized, pieces=cfg.pieces,
+                                kicked=cfg.kicked_at(it), kicks=cfg.kicks)
             bc = cfg.bc_weight * cfg.bc_decay ** it
             r = collect(ac, obs, eps, expert, cfg.reward, cfg.ppo, gen, cfg.threads,
                         labels=bc > 0)

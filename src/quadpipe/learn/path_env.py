@@ -19,8 +19,9 @@ with the critic's value at its last state.
 Episodes. Iteration i of a seed runs `episodes` episodes from standing, each `seconds` long, all
 starting together (control.closed_loop: one MLP call for all live episodes per millisecond,
 `mj_step` per episode over threads). Episode e of iteration i draws its path and speed from
-`SeedSequence((FINETUNE_STREAM, seed), spawn_key=(i, e))` and, if it is among the randomised
-share, its physics and pushes from the `randomize` ranges in `(i, e, 1)`: a stream of its own,
+`SeedSequence((FINETUNE_STREAM, seed), spawn_key=(i, e))`; if it is among the randomised
+share, its physics and pushes from the `randomize` ranges in `(i, e, 1)`; if among the kicked
+share (nominal physics), its kicks from `finetune.kicks` in `(i, e, 2)`: streams of their own,
 disjoint from DAgger's, the selection's and the suite's. Nothing carries over from one iteration
 to the next but the weights, so an iteration is reproduced from (seed, i) and the weights alone
 (learn.finetune).
@@ -40,7 +41,7 @@ from quadpipe.control.follower import FollowerConfig, Target
 from quadpipe.control.paths import PIECES, random_path
 from quadpipe.sim import randomize
 from quadpipe.sim.model import build_model
-from quadpipe.sim.physics import apply
+from quadpipe.sim.physics import PushRanges, apply, draw_pushes
 from quadpipe.sim.randomize import RandomizeConfig
 from quadpipe.sim.state import wrap_angle, yaw
 
@@ -108,15 +109,16 @@ def path_heading(target: Target, steps: np.ndarray, ds: float = 0.01) -> np.ndar
 def draw_episodes(seed: int, iteration: int, episodes: int, seconds: float,
                   speed: tuple[float, float], offsets: np.ndarray, expert: ExpertConfig,
                   rand: RandomizeConfig | None, follower: FollowerConfig = FollowerConfig(),
-                  randomized: int | None = None, pieces: tuple[float, float, float] = PIECES
-                  ) -> EpisodeSet:
+                  randomized: int | None = None, pieces: tuple[float, float, float] = PIECES,
+                  kicked: int = 0, kicks: PushRanges = PushRanges()) -> EpisodeSet:
     """Iteration `iteration`'s episodes (module docstring); rand None: nominal physics.
 
-    The first `randomized` episodes (all if None) take their physics and pushes from `rand`,
-    the rest nominal physics: a fixed share per iteration, not a coin per episode, so every
+    The first `randomized` episodes (all if None; none if rand is None) take their physics and
+    pushes from `rand`, the next `kicked` nominal physics and kicks from `kicks`, the rest
+    nominal physics without kicks: fixed shares per iteration, not a coin per episode, so every
     update sees the same mix. `pieces`: the paths' odds of straights, arcs and corners.
     """
-    randomized = episodes if randomized is None else randomized
+    randomized = 0 if rand is None else episodes if randomized is None else randomized
     model = build_model(expert, pd="torque")
     q0 = start_qpos(model)
     num = int(round(seconds / expert.dt))
@@ -129,15 +131,20 @@ def draw_episodes(seed: int, iteration: int, episodes: int, seconds: float,
         reach = v * (num + int(offsets[-1])) * expert.dt + 2.0 * follower.lookahead + 1.0
         s, xy = random_path(rng, reach, pieces=pieces)
         targets.append(Target.from_start(s, xy, q0, v, expert.dt))
-        if rand is None or e >= randomized:
-            models.append(model)
-            pushes.append([])
-        else:
+        if e < randomized:
             prng = np.random.default_rng(np.random.SeedSequence((FINETUNE_STREAM, seed),
                                                                 spawn_key=(iteration, e, 1)))
-            physics, kicks = randomize.draw(prng, rand, seconds, expert.dt)
+            physics, drawn = randomize.draw(prng, rand, seconds, expert.dt)
             models.append(apply(model, physics))
-            pushes.append(kicks)
+            pushes.append(drawn)
+        elif e < randomized + kicked:
+            krng = np.random.default_rng(np.random.SeedSequence((FINETUNE_STREAM, seed),
+                                                                spawn_key=(iteration, e, 2)))
+            models.append(model)
+            pushes.append(draw_pushes(krng, kicks, seconds, expert.dt))
+        else:
+            models.append(model)
+            pushes.append([])
     return EpisodeSet(
         targets=targets,
         target_xy=np.stack([t.at(steps) for t in targets]),
