@@ -94,11 +94,12 @@ class FinetuneConfig:
         if not 0.0 <= self.randomize <= 1.0:
             raise ConfigError(f"finetune.randomize must be a share in [0, 1] (false = 0, "
                               f"true = 1), got {self.randomize!r}")
-        if not 0.0 <= self.kicked <= 1.0 - self.randomize or self.kicked_from < 0:
+        if not 0.0 <= self.kicked <= 1.0 - self.randomize + 1e-9:
             raise ConfigError(f"finetune.kicked must be a share in [0, 1 - finetune.randomize] "
                               f"(kicked and randomised episodes are different ones), got "
-                              f"{self.kicked!r} with randomize {self.randomize!r}; "
-                              f"finetune.kicked_from must be >= 0")
+                              f"{self.kicked!r} with randomize {self.randomize!r}")
+        if self.kicked_from < 0:
+            raise ConfigError(f"finetune.kicked_from must be >= 0, got {self.kicked_from}")
         check_ranges("finetune.kicks", self.kicks)
         if len(self.pieces) != 3 or min(self.pieces) < 0 or sum(self.pieces) <= 0:
             raise ConfigError(f"finetune.pieces must be three odds >= 0 (straight, arc, corner) "
