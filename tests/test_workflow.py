@@ -316,6 +316,16 @@ def test_a_wrong_type_fails_at_parse_time_naming_the_key(tmp_path):
     assert "shards" in proc.stdout + proc.stderr
 
 
+def test_shares_valid_alone_but_not_together_fail_at_parse_time(tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(
+        {"finetune": {"iterations": 24, "kicked": 0.5, "randomize": 0.75}}))
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(TEST_CONFIG),
+                     str(tmp_path / "bad.yaml"), check=False)
+    assert proc.returncode != 0
+    assert "finetune.kicked (0.5) + finetune.randomize (0.75) is over 1" in \
+        proc.stdout + proc.stderr
+
+
 def test_the_schema_defaults_every_key_of_config_yaml():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     config = yaml.safe_load((ROOT / "config.yaml").read_text())

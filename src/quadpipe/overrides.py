@@ -78,6 +78,17 @@ def check(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
         raise ConfigError(f"{where}: {error.message}" if where else error.message)
 
 
+def check_relations(config: Mapping[str, Any]) -> None:
+    """Refuse values that are valid alone but not together, which a JSON schema cannot say,
+    at parse time rather than in the job that reads them, hours of training later."""
+    f = config.get("finetune") or {}
+    kicked, share = float(f.get("kicked", 0.0)), float(f.get("randomize", 0.0))
+    if kicked + share > 1.0 + 1e-9:
+        raise ConfigError(f"finetune.kicked ({kicked:g}) + finetune.randomize ({share:g}) is "
+                          f"over 1: kicked and randomised episodes are different ones; lower "
+                          f"one of them")
+
+
 def key_path(parts: Any) -> str:
     """A key's dotted name: ["suite", "speed", 0] -> "suite.speed[0]"."""
     out = ""

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from quadpipe.control.paths import parse_paths
 from quadpipe.errors import ConfigError
-from quadpipe.overrides import apply_overrides, check, load_schema
+from quadpipe.overrides import apply_overrides, check, check_relations, load_schema
 
 SCHEMA_FILE = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
 try:
@@ -20,6 +20,10 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"config: {exc}") from None
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
+try:
+    check_relations(config)
+except ConfigError as exc:
+    raise WorkflowError(f"config: {exc}") from None
 
 try:  # path entries are data: check them now, with one message naming the entry
     PATHS = {
