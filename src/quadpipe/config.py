@@ -106,6 +106,12 @@ def from_mapping_nested(cls: type[T], data: Mapping[str, Any] | None, where: str
     return dataclasses.replace(from_mapping(cls, data, where), **sub)
 
 
+def shares_fit(*shares: float) -> bool:
+    """Whether shares of one set of episodes, each of different episodes, add up to at most 1
+    (up to rounding: 0.3 + 0.7 fits)."""
+    return sum(float(s) for s in shares) <= 1.0 + 1e-9
+
+
 def check_ranges(where: str, obj: Any, skip: tuple[str, ...] = ()) -> None:
     """Refuse a [low, high] tuple field of dataclass `obj` with low > high, naming it."""
     for f in dataclasses.fields(obj):

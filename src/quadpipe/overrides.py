@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from quadpipe.config import shares_fit
 from quadpipe.errors import ConfigError
 
 # What PyYAML (and so config.yaml) reads as booleans and null.
@@ -83,7 +84,7 @@ def check_relations(config: Mapping[str, Any]) -> None:
     at parse time rather than in the job that reads them, hours of training later."""
     f = config.get("finetune") or {}
     kicked, share = float(f.get("kicked", 0.0)), float(f.get("randomize", 0.0))
-    if kicked + share > 1.0 + 1e-9:
+    if not shares_fit(kicked, share):
         raise ConfigError(f"finetune.kicked ({kicked:g}) + finetune.randomize ({share:g}) is "
                           f"over 1: kicked and randomised episodes are different ones; lower "
                           f"one of them")

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested
+from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested, shares_fit
 from quadpipe.control.paths import PIECES
 from quadpipe.errors import ConfigError, QuadpipeError
 from quadpipe.learn import tracking
@@ -94,7 +94,7 @@ class FinetuneConfig:
         if not 0.0 <= self.randomize <= 1.0:
             raise ConfigError(f"finetune.randomize must be a share in [0, 1] (false = 0, "
                               f"true = 1), got {self.randomize!r}")
-        if not 0.0 <= self.kicked <= 1.0 - self.randomize + 1e-9:
+        if self.kicked < 0.0 or not shares_fit(self.kicked, self.randomize):
             raise ConfigError(f"finetune.kicked must be a share in [0, 1 - finetune.randomize] "
                               f"(kicked and randomised episodes are different ones), got "
                               f"{self.kicked!r} with randomize {self.randomize!r}")
