@@ -17,13 +17,10 @@ try:
     schema = load_schema(SCHEMA_FILE)
     apply_overrides(config, workflow.config_settings.config, schema)
     check(config, schema)
+    check_relations(config)  # values valid alone but not together
 except ConfigError as exc:
     raise WorkflowError(f"config: {exc}") from None
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
-try:
-    check_relations(config)
-except ConfigError as exc:
-    raise WorkflowError(f"config: {exc}") from None
 
 try:  # path entries are data: check them now, with one message naming the entry
     PATHS = {
