@@ -14,6 +14,7 @@ import torch
 
 from quadpipe.errors import ConfigError
 from quadpipe.learn.batches import Batches
+from quadpipe.learn.mirror import Mirror
 from quadpipe.learn.noise import JointNoise
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.progress import progress_bar
@@ -67,8 +68,10 @@ def build_policy(cfg: TrainConfig, meta: dict[str, Any]) -> Policy:
 
 def run_epoch(policy: Policy, opt: torch.optim.Optimizer, batches: Batches, perm: np.ndarray,
               noise: JointNoise | None, grad_clip: float, progress: bool | None = False,
-              desc: str = "epoch") -> tuple[float, int]:
+              desc: str = "epoch", mirror: Mirror | None = None) -> tuple[float, int]:
     """One pass over `batches` in the order `perm`; returns (mean training loss, samples).
+
+    `mirror` mirrors half of each batch before the joint noise perturbs it (learn.mirror).
 
     The loss is summed on the device (in float64, the sum a Python float would give): reading it
     back every batch would make the CPU wait for the GPU after each step.
@@ -78,6 +81,8 @@ def run_epoch(policy: Policy, opt: torch.optim.Optimizer, batches: Batches, perm
     seen = 0
     for xb, yb in progress_bar(batches.epoch(perm), progress, desc, unit="batch",
                                total=len(batches)):
+        if mirror is not None:
+            xb, yb = mirror(xb, yb)
         if noise is not None:
             xb, yb = noise(xb, yb)
         err = policy.forward_normalised(xb) - policy.normalise_output(yb)

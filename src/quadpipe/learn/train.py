@@ -42,6 +42,7 @@ from quadpipe.learn.epochs import (
     valid_loss,
 )
 from quadpipe.learn.history import plot_history, write_history
+from quadpipe.learn.mirror import Mirror
 from quadpipe.learn.noise import JointNoise
 from quadpipe.learn.policy import Policy, save_checkpoint
 from quadpipe.learn.prepare import dataset_expert, load_arrays, prepare
@@ -94,6 +95,7 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
     rng = np.random.default_rng(cfg.seed)
     noise = JointNoise(cfg, meta["expert"], device, meta["X_std"]) \
         if cfg.noise_q or cfg.noise_qd or cfg.noise_base else None
+    mirror = Mirror(cfg.obs, device) if cfg.mirror else None
     n_epochs = cfg.epochs if rnd == 0 else cfg.dagger_epochs
     state: dict[str, Any] = {"epoch": 0, "samples_seen": 0, "history": [], "stage_epoch": 0,
                              "epoch_models": []}
@@ -130,7 +132,8 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
                 group["lr"] = lr
             start = time.perf_counter()
             train_loss, seen = run_epoch(policy, opt, batches, rng.permutation(batches.rows),
-                                         noise, cfg.grad_clip, progress, f"epoch {epoch}")
+                                         noise, cfg.grad_clip, progress, f"epoch {epoch}",
+                                         mirror)
             seconds = time.perf_counter() - start
             vloss = valid_loss(policy, xv, yv, device)
             row = {"epoch": epoch, "round": rnd, "lr": lr, "train_loss": train_loss,

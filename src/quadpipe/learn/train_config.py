@@ -10,6 +10,7 @@ import dataclasses
 
 from quadpipe.errors import ConfigError
 from quadpipe.learn import tracking
+from quadpipe.learn.mirror import observation_map
 from quadpipe.learn.samples import ObsConfig
 
 
@@ -33,6 +34,7 @@ class TrainConfig:
     noise_qd: float = 1.0  # rad/s, std of joint-velocity noise (relabelled likewise)
     noise_base: float = 0.5  # std of base-state noise (z, orientation, velocities), in units of
     # each column's std; labels unchanged (the expert ignores the base state); 0 = off
+    mirror: bool = False  # mirror half of each batch left-right (learn.mirror; heading frame)
     # DAgger on random paths after behaviour cloning (quadpipe.learn.dagger; why: docs/training.md)
     dagger_rounds: int = 3  # 0 = plain behaviour cloning (why 3: docs/training.md, Finding 6)
     dagger_episodes: int = 64  # episodes per round, each on its own random path
@@ -66,6 +68,8 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         tracking.check(self.logger, self.wandb_mode)
+        if self.mirror:
+            observation_map(self.obs)  # a ConfigError unless the observation can be mirrored
 
     @property
     def obs(self) -> ObsConfig:
