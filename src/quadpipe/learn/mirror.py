@@ -2,10 +2,11 @@
 
 The A1 is built mirror-symmetric about its sagittal (x-z) plane, up to its trunk's centre of mass
 (4 mm to the left), so the mirror image of a demonstrated (observation, torque) pair is one more
-demonstration: a left turn becomes a right turn, the right legs' torques the left legs'. Why it
-is worth having (docs/training.md, Finding 9): without it each seed's policy came out with a
-turning bias of its own, the same policy tracking a left circle at 1.45x the expert's error and
-the right one at 1.01x; which side a seed favours is an accident of its data.
+demonstration: a left turn becomes a right turn, the right legs' torques the left legs'. Built
+against each seed's turning bias (the same policy tracked a left circle at 1.45x the expert's
+error and the right one at 1.01x) and measured not to remove it (docs/training.md, Finding 9:
+five seeds still 1.03-1.49x on the left circle, 1.23-1.38x on the right), so it is off by
+default and kept for studies.
 
 `train.mirror` mirrors every other row of every training batch (learn.epochs.run_epoch): half of
 each batch, a different half each epoch as the batches are reshuffled, with no random generator of
@@ -67,7 +68,7 @@ def mirror_mujoco_state(qpos: np.ndarray, qvel: np.ndarray) -> tuple[np.ndarray,
     """The world's mirror image (y -> -y) of MuJoCo states qpos (..., 19), qvel (..., 18):
     what the observation map above must agree with (tests/test_mirror.py)."""
     qpos, qvel = np.array(qpos, dtype=np.float64), np.array(qvel, dtype=np.float64)
-    joints, jsign = _legs(3, [0])
+    joints, jsign = action_map()  # qpos[7:] and qvel[6:] are in the torques' joint order
     qpos[..., 1] *= -1.0
     qpos[..., 3:7] *= [1.0, -1.0, 1.0, -1.0]  # quaternion (w, x, y, z) of M R M
     qpos[..., 7:] = qpos[..., 7 + joints] * jsign
