@@ -11,8 +11,9 @@ import torch
 
 from quadpipe.config import ExpertConfig, expert_from_json
 from quadpipe.control.follower import expert_torque
-from quadpipe.control.paths import CORNER_DEG, random_path
+from quadpipe.control.paths import ARC_ANGLE_DEG, CORNER_DEG, random_path
 from quadpipe.data import dataset
+from quadpipe.errors import ConfigError
 from quadpipe.learn import dagger
 from quadpipe.learn.policy import Policy, load_checkpoint
 from quadpipe.learn.samples import ObsConfig
@@ -64,6 +65,40 @@ def test_piece_odds_weigh_corners_and_even_odds_keep_the_old_stream() -> None:
     none = sum(_corners(random_path(np.random.default_rng(k), 30.0, pieces=(1, 1, 0))[1])
                for k in range(8))
     assert none == 0 and heavy > 1.5 * even > 0
+
+
+def _arc_turns(xy: np.ndarray) -> list[float]:
+    """Total heading change (deg) of each run of constant nonzero turning rate (an arc)."""
+    heading = np.unwrap(np.arctan2(*np.diff(xy, axis=0)[:, ::-1].T))
+    rate = np.round(np.diff(heading), 9)
+    turns, run = [], 0.0
+    for a, b in zip(rate[:-1], rate[1:], strict=True):
+        if a != 0.0 and abs(a) < np.deg2rad(CORNER_DEG[0]) - 1e-9:
+            run += a
+            if b != a:
+                turns.append(abs(np.rad2deg(run)))
+                run = 0.0
+    return turns
+
+
+def test_arc_range_scales_the_arcs_and_keeps_the_pieces() -> None:
+    """train.dagger_arc_deg: the same draws, each arc turning its angle from the new range, so
+    the pieces (straights, corners) stay where they were and only the arcs turn further; the
+    suite's default range keeps its old stream."""
+    _, xy = random_path(np.random.default_rng(5), 40.0)
+    _, same = random_path(np.random.default_rng(5), 40.0, arc_deg=ARC_ANGLE_DEG)
+    assert np.array_equal(xy, same)
+    short = _arc_turns(xy)
+    _, wide = random_path(np.random.default_rng(5), 40.0, arc_deg=(60.0, 360.0))
+    long = _arc_turns(wide)
+    assert len(short) >= 3 and max(short) <= ARC_ANGLE_DEG[1] + 1.0
+    assert max(long) > ARC_ANGLE_DEG[1] + 1.0 and min(long) >= 60.0 - 1.0
+    # uniform draws u in [0, 1) map to lo + u (hi - lo): the same u for the first arc
+    u = (short[0] - ARC_ANGLE_DEG[0]) / (ARC_ANGLE_DEG[1] - ARC_ANGLE_DEG[0])
+    assert long[0] == pytest.approx(60.0 + u * 300.0, abs=1.0)
+    with pytest.raises(ConfigError, match="dagger_arc_deg"):
+        TrainConfig(dagger_arc_deg=(90.0, 45.0))
+    assert TrainConfig().dagger_arc_deg == (60.0, 360.0)
 
 
 def _collect(policy: Policy, share: float, seed: int = 0) -> dagger.Collected:

@@ -241,6 +241,7 @@ DAGGER_KEYS = {
     "dagger_stride",
     "dagger_epochs",
     "dagger_expert_share",
+    "dagger_arc_deg",
 }
 
 

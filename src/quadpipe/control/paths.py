@@ -277,12 +277,14 @@ PIECES = (1.0, 1.0, 1.0)  # relative odds of a straight piece, an arc and a corn
 
 
 def random_path(rng: np.random.Generator, length: float, resolution: float = RESOLUTION,
-                pieces: tuple[float, float, float] = PIECES) -> tuple[np.ndarray, np.ndarray]:
+                pieces: tuple[float, float, float] = PIECES,
+                arc_deg: tuple[float, float] = ARC_ANGLE_DEG) -> tuple[np.ndarray, np.ndarray]:
     """(s (N,), xy (N, 2)) a random path from the origin heading +x, sampled every `resolution` m.
 
     Built from its heading along the arc length: straight pieces keep it, arcs turn it at a
     constant rate, corners jump it (a zigzag's kink). `pieces` weighs the three; even odds draw
-    the piece as they always did, so DAgger's and the suite's paths stay the same.
+    the piece as they always did, so DAgger's and the suite's paths stay the same. `arc_deg`:
+    the range of an arc's turn (the same draws: a different range scales each arc's angle).
     """
     s = np.arange(0.0, length + resolution, resolution)
     heading = np.empty_like(s)
@@ -295,7 +297,7 @@ def random_path(rng: np.random.Generator, length: float, resolution: float = RES
             heading[pos:pos + n] = angle
         elif kind == 1:
             radius = rng.uniform(*ARC_RADIUS_M)
-            turn = np.deg2rad(rng.uniform(*ARC_ANGLE_DEG)) * rng.choice([-1.0, 1.0])
+            turn = np.deg2rad(rng.uniform(*arc_deg)) * rng.choice([-1.0, 1.0])
             n = max(1, int(abs(turn) * radius / resolution))
             heading[pos:pos + n] = angle + turn * np.arange(1, n + 1)[:len(s) - pos] / n
             angle += turn

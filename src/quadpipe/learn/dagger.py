@@ -46,7 +46,7 @@ import numpy as np
 from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import Episodes, run, start_qpos
 from quadpipe.control.follower import ExpertController, FollowerConfig, Target
-from quadpipe.control.paths import random_path
+from quadpipe.control.paths import ARC_ANGLE_DEG, random_path
 from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
 from quadpipe.learn.controller import PolicyController
@@ -121,7 +121,8 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
             seconds: float, stride: int, expert_share: float, seed: int, rnd: int,
             part: int = 0, parts: int = 1, threads: int = 1,
             follower: FollowerConfig = FollowerConfig(),
-            rand: RandomizeConfig = RandomizeConfig()) -> Collected:
+            rand: RandomizeConfig = RandomizeConfig(),
+            arc_deg: tuple[float, float] = ARC_ANGLE_DEG) -> Collected:
     """Run job `part`'s share of the round's `episodes` random-path episodes; every `stride`-th
     step record (observation, label).
 
@@ -138,7 +139,7 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
         rng = episode_rng(seed, rnd, int(i))
         speed = rng.uniform(*SPEED_RANGE)
         reach = speed * (num + obs.horizon) * expert.dt + 2.0 * follower.lookahead + 1.0
-        s, xy = random_path(rng, reach)
+        s, xy = random_path(rng, reach, arc_deg=tuple(arc_deg))
         targets.append(Target.from_start(s, xy, q0, speed, expert.dt))
     future = np.stack([t.future(num, obs.offsets, q0[2]) for t in targets]) if targets else \
         np.zeros((0, num + 1, len(obs.offsets), 3))

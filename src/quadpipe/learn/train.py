@@ -185,7 +185,7 @@ def collect_part(state_file: str | Path, dataset_path: str | Path, cfg: TrainCon
     got = dagger.collect(policy, cfg.obs, dataset_expert(Path(dataset_path)),
                          cfg.dagger_episodes, cfg.dagger_seconds, cfg.dagger_stride,
                          cfg.dagger_expert_share / 2 ** (rnd - 1), cfg.seed, rnd, part, parts,
-                         threads=max(1, cfg.threads), rand=rand)
+                         threads=max(1, cfg.threads), rand=rand, arc_deg=cfg.dagger_arc_deg)
     log.info("DAgger round %d, part %d of %d: %d episodes, %d samples in %.0f s; policy "
              "episodes fell %.0f%%, torque error %.2f N m RMS", rnd, part + 1, parts,
              int(got.mine.sum()), len(got.x), time.perf_counter() - start,

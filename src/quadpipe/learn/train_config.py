@@ -43,6 +43,8 @@ class TrainConfig:
     dagger_epochs: int = 4  # epochs on the aggregated samples after each round
     dagger_expert_share: float = 0.5  # share of round 1's episodes the expert drives; halved
     # each further round (the rest run the policy)
+    dagger_arc_deg: tuple[float, float] = (60.0, 360.0)  # turn of an arc of a DAgger path (deg;
+    # the suite's paths keep 30-180): sustained turns (docs/training.md, Finding 11)
     threads: int = 1  # torch CPU threads and DAgger simulation threads
     path_frame: str = "heading"  # "heading" (robot-centred) or "world" (the original's inputs)
     seed: int = 0
@@ -63,6 +65,10 @@ class TrainConfig:
                     "dagger_epochs"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        lo, hi = (float(v) for v in self.dagger_arc_deg)
+        if not 0.0 < lo <= hi:
+            raise ConfigError(f"train.dagger_arc_deg must be [low, high] with 0 < low <= high, got "
+                              f"{list(self.dagger_arc_deg)}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.device not in ("auto", "cpu", "cuda"):
