@@ -98,7 +98,7 @@ def test_arc_range_scales_the_arcs_and_keeps_the_pieces() -> None:
     assert long[0] == pytest.approx(60.0 + u * 300.0, abs=1.0)
     with pytest.raises(ConfigError, match="dagger_arc_deg"):
         TrainConfig(dagger_arc_deg=(90.0, 45.0))
-    assert TrainConfig().dagger_arc_deg == (60.0, 360.0)
+    assert TrainConfig().dagger_arc_deg == ARC_ANGLE_DEG  # the suite's range by default
 
 
 def _collect(policy: Policy, share: float, seed: int = 0) -> dagger.Collected:

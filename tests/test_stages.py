@@ -213,3 +213,14 @@ def test_a_killed_selection_job_leaves_nothing_and_its_rerun_chooses_the_same(ti
     assert not out.exists() and not any(out.parent.glob("*"))  # nothing half-written
     assert subprocess.run(cmd(out), env=ENV, capture_output=True).returncode == 0
     assert choose([out]) == choose([reference])
+
+
+def test_each_dagger_round_starts_again_at_the_full_learning_rate(chain):
+    """dagger_full_lr_epochs: a round's first epochs at lr, then lr x0.1; behaviour cloning keeps
+    its own decay. Before (0), the rounds stayed at the decayed rate and underfit their samples."""
+    history = load_state(chain["round_1"])["history"]
+    lrs = {(row["round"], row["epoch"]): row["lr"] for row in history}
+    assert [lrs[(0, e)] for e in range(1, 13)] == [CFG.lr] * 5 + [CFG.lr * 0.1] * 7
+    rnd1 = [lrs[(1, e)] for e in range(13, 13 + CFG.dagger_epochs)]
+    assert CFG.dagger_full_lr_epochs == 2
+    assert rnd1 == [CFG.lr] * 2 + [CFG.lr * 0.1] * (CFG.dagger_epochs - 2)

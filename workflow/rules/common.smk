@@ -242,6 +242,7 @@ DAGGER_KEYS = {
     "dagger_epochs",
     "dagger_expert_share",
     "dagger_arc_deg",
+    "dagger_full_lr_epochs",
 }
 
 

@@ -38,7 +38,8 @@ _NOT_RESULT = {"threads", "logger", "wandb_mode", "wandb_project"}
 # keys round 0 (behaviour cloning) does not use, and dagger_rounds that no stage uses: the
 # workflow leaves them out of the stage jobs' settings, so changing them reruns no stage
 DAGGER_KEYS = {"dagger_rounds", "dagger_episodes", "dagger_seconds", "dagger_stride",
-               "dagger_epochs", "dagger_expert_share", "dagger_arc_deg"}
+               "dagger_epochs", "dagger_expert_share", "dagger_arc_deg",
+               "dagger_full_lr_epochs"}
 
 
 class StageError(QuadpipeError):

@@ -43,8 +43,9 @@ class TrainConfig:
     dagger_epochs: int = 4  # epochs on the aggregated samples after each round
     dagger_expert_share: float = 0.5  # share of round 1's episodes the expert drives; halved
     # each further round (the rest run the policy)
-    dagger_arc_deg: tuple[float, float] = (60.0, 360.0)  # turn of an arc of a DAgger path (deg;
-    # the suite's paths keep 30-180): sustained turns (docs/training.md, Finding 11)
+    dagger_full_lr_epochs: int = 2  # a round's first epochs at lr, the rest at lr x0.1; 0: every
+    # round at the rate behaviour cloning ended with (before; docs/training.md, Finding 11)
+    dagger_arc_deg: tuple[float, float] = (30.0, 180.0)  # turn of an arc of a DAgger path (deg)
     threads: int = 1  # torch CPU threads and DAgger simulation threads
     path_frame: str = "heading"  # "heading" (robot-centred) or "world" (the original's inputs)
     seed: int = 0
@@ -61,6 +62,9 @@ class TrainConfig:
                               "in [0, 1]")
         if self.dagger_rounds and self.dagger_seconds <= 0:
             raise ConfigError(f"train.dagger_seconds must be > 0, got {self.dagger_seconds}")
+        if self.dagger_full_lr_epochs < 0:
+            raise ConfigError(f"train.dagger_full_lr_epochs must be >= 0, got "
+                              f"{self.dagger_full_lr_epochs}")
         for key in ("epochs", "batch_size", "sample_stride", "dagger_episodes", "dagger_stride",
                     "dagger_epochs"):
             if getattr(self, key) < 1:
