@@ -139,7 +139,7 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
         rng = episode_rng(seed, rnd, int(i))
         speed = rng.uniform(*SPEED_RANGE)
         reach = speed * (num + obs.horizon) * expert.dt + 2.0 * follower.lookahead + 1.0
-        s, xy = random_path(rng, reach, arc_deg=tuple(arc_deg))
+        s, xy = random_path(rng, reach, arc_deg=arc_deg)
         targets.append(Target.from_start(s, xy, q0, speed, expert.dt))
     future = np.stack([t.future(num, obs.offsets, q0[2]) for t in targets]) if targets else \
         np.zeros((0, num + 1, len(obs.offsets), 3))

@@ -127,11 +127,13 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
     with log_to_bar(epochs):
         for k in epochs:
             epoch = state["epoch"] + 1
-            lr = cfg.lr * (0.1 if 0 < cfg.lr_decay_epoch <= epoch else 1.0)
             if rnd > 0 and cfg.dagger_full_lr_epochs:
                 # each round starts again at the full rate: at the decayed one its new samples
                 # stay underfit (docs/training.md, Finding 11)
-                lr = cfg.lr * (1.0 if k < cfg.dagger_full_lr_epochs else 0.1)
+                decayed = k >= cfg.dagger_full_lr_epochs
+            else:
+                decayed = 0 < cfg.lr_decay_epoch <= epoch
+            lr = cfg.lr * (0.1 if decayed else 1.0)
             for group in opt.param_groups:
                 group["lr"] = lr
             start = time.perf_counter()
