@@ -56,6 +56,20 @@ def test_cluster_bootstrap_covers_the_mean_and_shrinks_with_episodes() -> None:
     assert (hi_l - lo_l) / 2 == pytest.approx(Z95 * large.std() / np.sqrt(2500), rel=0.1)
 
 
+def test_cluster_bootstrap_bound_at_zero_reads_zero_not_minus_zero() -> None:
+    # A suite's paired differences with three seeds (the fine-tuned pushes run of
+    # docs/training.md): each episode's seeds' mean success minus the expert's, in thirds. The
+    # resampled means at the 2.5 % quantile are 0 in exact arithmetic; summed in floats they came
+    # out as -1.1e-18, which the headline printed as "-0", an interval reaching below 0.
+    v = np.zeros(100)
+    v[[7, 26, 49, 57]] = 1.0  # the expert fails, every seed walks
+    v[[41, 63]] = 2 / 3  # the expert fails, two seeds of three walk
+    v[2], v[51] = 1 / 3 - 1, 2 / 3 - 1  # the expert walks, two seeds / one seed fall
+    lo, hi = cluster_bootstrap(v)
+    assert lo == 0.0 and np.copysign(1.0, lo) == 1.0 and f"{100 * lo:+.0f}" == "+0"
+    assert hi == pytest.approx(0.09)
+
+
 def test_effective_n_counts_episodes_not_seeds_when_seeds_agree() -> None:
     ep = np.array([1, 0, 1, 1, 0, 1, 1, 1], dtype=bool)
     assert effective_n(np.stack([ep] * 3)) == 8  # three copies of one seed: still 8 trials
