@@ -86,6 +86,20 @@ def test_effective_n_hand_computed() -> None:
     assert effective_n(np.array([[1, 0, 1, 0], [0, 1, 0, 1]])) == 8
 
 
+def test_paired_difference_of_equal_counts_is_zero_not_minus_zero() -> None:
+    # 282 of 300 seed trials against the expert's 94 of 100 (an imitated default's pushes): the
+    # difference is 0, but the mean of the per-episode differences (thirds) summed in floats
+    # came out as -7e-18 and the headline printed "-0 pp".
+    rng = np.random.default_rng(0)
+    expert = np.ones(100, dtype=bool)
+    expert[rng.choice(100, 6, replace=False)] = False
+    policy = np.ones((3, 100), dtype=bool)
+    policy.ravel()[rng.choice(300, 18, replace=False)] = False
+    assert (policy.mean(axis=0) - expert).mean() != 0  # what the float mean gave
+    _, paired = paired_success(policy, expert, ["seed_0", "seed_1", "seed_2"])
+    assert paired["success_diff"] == 0.0 and f"{100 * paired['success_diff']:+.0f}" == "+0"
+
+
 def test_paired_difference_on_a_hand_built_table() -> None:
     policy = np.array([[1, 1, 0, 1], [1, 0, 0, 1]], dtype=bool)
     expert = np.array([1, 0, 1, 0], dtype=bool)
