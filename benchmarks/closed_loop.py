@@ -48,7 +48,7 @@ def single_episode(policy: Policy, obs: ObsConfig, future: np.ndarray, num: int,
     data = mujoco.MjData(model)
     data.qpos[:] = start_qpos(model)
     mujoco.mj_forward(model, data)
-    phase = gait_phase(np.arange(1, num + 1), np.full(num, MODE_FORWARD))
+    phase = gait_phase(np.arange(1, num + 1), np.full(num, MODE_FORWARD), expert.dt)
     limit = expert.torque_limit
     start = time.perf_counter()
     steps = 0
@@ -100,7 +100,7 @@ def main() -> None:
     def ceiling(n: int) -> float:
         """Steps/s of replaying the batched policy's torques: the physics alone."""
         future = np.stack([t.future(num, obs.offsets, q0[2]) for t in targets[:n]])
-        actor = PolicyController(policy, obs, future, np.arange(n), expert.torque_limit)
+        actor = PolicyController(policy, obs, future, np.arange(n), expert)
         torques: list[np.ndarray] = []
 
         def record(k, idx, qpos, qvel):

@@ -48,7 +48,7 @@ def main() -> None:
 
     def plain(threads: int) -> float:
         actor = PolicyController(policy, obs, eps.future, np.arange(args.episodes),
-                                 expert.torque_limit)
+                                 expert)
         with Episodes(eps.models, eps.q0, args.episodes, threads) as sim:
             trace = run(sim, eps.num_steps, actor, record_every=eps.num_steps,
                         pushes=eps.pushes)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from quadpipe.config import ExpertConfig, expert_from_json
+from quadpipe.config import ExpertConfig, expert_from_json, steps_in
 from quadpipe.control.follower import expert_torque
 from quadpipe.control.paths import ARC_ANGLE_DEG, CORNER_DEG, random_path
 from quadpipe.data import dataset
@@ -21,7 +21,8 @@ from quadpipe.learn.train import train
 from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.expert import references
 
-OBS = ObsConfig(horizon=200, waypoint_every=40, gait_clock=True)
+EXPERT = ExpertConfig()  # the default physics profile
+OBS = ObsConfig(horizon=50, waypoint_every=10, gait_clock=True, dt=EXPERT.dt)
 
 
 def test_label_is_the_torque_the_expert_applied(tiny_shard) -> None:
@@ -102,7 +103,7 @@ def test_arc_range_scales_the_arcs_and_keeps_the_pieces() -> None:
 
 
 def _collect(policy: Policy, share: float, seed: int = 0) -> dagger.Collected:
-    return dagger.collect(policy, OBS, ExpertConfig(), episodes=3, seconds=0.3, stride=10,
+    return dagger.collect(policy, OBS, EXPERT, episodes=3, seconds=0.3, stride=10,
                           expert_share=share, seed=seed, rnd=1, threads=2)
 
 
@@ -110,7 +111,8 @@ def test_expert_driven_episodes_walk_and_repeat_exactly() -> None:
     torch.manual_seed(0)
     policy = Policy(OBS.dim, 12, (16, 16, 16))  # untrained: only the expert's episodes walk
     a, b = _collect(policy, 1.0), _collect(policy, 1.0)
-    assert a.x.shape == (3 * 30, OBS.dim) and a.y.shape == (3 * 30, 12)
+    per = len(range(0, round(0.3 / EXPERT.dt), 10))  # every 10th step of 0.3 s
+    assert a.x.shape == (3 * per, OBS.dim) and a.y.shape == (3 * per, 12)
     np.testing.assert_array_equal(a.x, b.x)
     np.testing.assert_array_equal(a.y, b.y)
     assert a.fall_fraction == 0.0 and a.torque_rmse == 0.0  # no policy-driven episode
@@ -129,9 +131,11 @@ def test_dagger_rounds_add_samples_and_best_comes_from_the_last_round(tiny_shard
     with (tmp_path / "history.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [(int(r["epoch"]), int(r["round"])) for r in rows] == [(1, 0), (2, 0), (3, 1), (4, 2)]
-    # round 1: 2 episodes x 30 samples, both expert-driven; round 2: expert share 0.5 -> 1 of 2
-    assert [int(r["dagger_samples"]) for r in rows][2] == 60
-    assert summary["dagger_samples"] >= 60 + 3  # round 2's policy episode may fall early
+    # round 1: 2 episodes x 0.3 s every 10 ms (in whole steps), both expert-driven; round 2:
+    # expert share 0.5 -> 1 of 2
+    per = len(range(0, round(0.3 / EXPERT.dt), steps_in(10, EXPERT.dt)))
+    assert [int(r["dagger_samples"]) for r in rows][2] == 2 * per
+    assert summary["dagger_samples"] >= 2 * per + 3  # round 2's policy episode may fall early
     _, _, ckpt = load_checkpoint(tmp_path / "best.pt")
     assert ckpt["dagger_round"] == 2 and ckpt["epoch"] == 4
     plain = train(tiny_shard, tmp_path / "plain", dataclasses.replace(cfg, dagger_rounds=0),

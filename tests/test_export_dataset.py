@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import TINY_EXPERT
 
 from quadpipe.data import dataset
 
@@ -168,7 +169,8 @@ def test_cli_export_dataset_refuses_bad_input_in_one_line(tiny_shard, tmp_path) 
                               capture_output=True, text=True)
 
     r = cli(str(tiny_shard), "--format", "lerobot", "--out", str(tmp_path / "x"), "--every", "3")
-    assert r.returncode == 2 and "333.3 Hz" in r.stderr and len(r.stderr.splitlines()) == 1
+    hz = 1.0 / (3 * TINY_EXPERT.dt)  # every 3rd step of the tiny shard's physics
+    assert r.returncode == 2 and f"{hz:.1f} Hz" in r.stderr and len(r.stderr.splitlines()) == 1
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     r = cli(str(tiny_shard), "--format", "lerobot", "--out", str(tmp_path / "mine"))

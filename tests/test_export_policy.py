@@ -95,7 +95,7 @@ def test_onnx_policy_walks_like_the_pytorch_policy(exported, tiny_policies) -> N
 
     traces = {}
     for name in ("torch", "onnx"):
-        control = PolicyController(policy, obs, future, np.zeros(1, int), expert.torque_limit)
+        control = PolicyController(policy, obs, future, np.zeros(1, int), expert)
         if name == "onnx":
             control.policy = onnx_forward  # the controller's MLP call, now ONNX Runtime's
         with Episodes(model, q0, 1) as sim:

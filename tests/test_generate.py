@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from conftest import TINY_EXPERT, TINY_GEN
 from helpers import file_contents
 
-from quadpipe.config import GenerateConfig, StabilityConfig
+from quadpipe.config import PROFILES, GenerateConfig, StabilityConfig
 from quadpipe.data import dataset
 from quadpipe.data.generate import generate_shard
 from quadpipe.errors import DatasetError, QuadpipeError
@@ -35,7 +36,7 @@ def test_shard_follows_the_format(tiny_shard):
         n = g.attrs["num_timesteps"]
         assert g["states"].shape == (n, 36) and g["states"].dtype == np.float32
         assert g["actions"].shape == (n, 12)
-        assert n == len(g["command_sequence"]) * 400  # 0.4 s commands at 1 kHz
+        assert n == len(g["command_sequence"]) * round(0.4 / TINY_EXPERT.dt)  # 0.4-s commands
         assert g["states"].chunks[0] <= n and g["states"].compression == "gzip"
         assert np.abs(g["actions"][()]).max() <= 33.5 + 1e-4
         assert g.attrs["stability_reason"] == "stable" and g.attrs["is_stable"]
@@ -64,7 +65,8 @@ def test_rejections_are_counted_and_resampled(tmp_path):
     peaks 0.31-0.61): those attempts are rejected, counted by reason and replaced."""
     out = tmp_path / "strict.h5"
     strict = StabilityConfig(max_velocity=0.45)
-    generate_shard(out, 5, seed=3, expert=TINY_EXPERT, stability=strict, gen=TINY_GEN,
+    original = dataclasses.replace(TINY_EXPERT, sim=PROFILES["original"])  # where it was measured
+    generate_shard(out, 5, seed=3, expert=original, stability=strict, gen=TINY_GEN,
                    progress=False)
     attrs = dataset.validate(out)
     assert attrs["rejected_count"] > 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from quadpipe.config import ExpertConfig
+from quadpipe.config import PROFILES, ExpertConfig
 from quadpipe.control.closed_loop import start_qpos
 from quadpipe.errors import ConfigError
 from quadpipe.learn.batches import Batches
@@ -21,7 +21,7 @@ from quadpipe.sim.commands import FORWARD, TURN_LEFT
 from quadpipe.sim.expert import references
 from quadpipe.sim.model import build_model
 
-OBS = TrainConfig().obs
+OBS = TrainConfig().obs_at(0.001)
 
 
 def random_states(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
@@ -61,7 +61,7 @@ def test_mirrored_torques_drive_the_mirrored_robot():
     """From a turning trot's state, the mirrored torques move the mirrored robot as the mirror
     image of the original (up to the trunk's 4-mm centre-of-mass offset); a map that forgets the
     hips' sign does not."""
-    cfg = ExpertConfig()
+    cfg = ExpertConfig(sim=PROFILES["original"])  # steps below are 1 ms
     model = build_model(cfg, "torque")
     refs = references(np.array([FORWARD, TURN_LEFT]), cfg)
     kp, kd = np.tile(cfg.kp, 4), np.tile(cfg.kd, 4)

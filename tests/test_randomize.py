@@ -98,7 +98,7 @@ def test_each_trajectory_stores_its_own_draw_and_keeps_its_commands(rand_shard, 
             attempt = int(g.attrs["attempt"])
             physics, kicks = randomize.from_json(g.attrs[randomize.PHYSICS_ATTR])
             expected = randomize.attempt_physics(7, 0, attempt, RAND,
-                                                 len(g["command_sequence"]) * 0.4, 0.001)
+                                                 len(g["command_sequence"]) * 0.4, TINY_EXPERT.dt)
             assert physics == expected[0]
             assert [(s, dv.tolist()) for s, dv in kicks] == \
                 [(s, dv.tolist()) for s, dv in expected[1]]
@@ -158,11 +158,11 @@ def test_rejected_attempts_are_counted_under_their_reason(tmp_path):
     for r in rows:
         commands = sample_sequence(attempt_rng(7, 0, r["attempt"]), 1, 2)
         physics, pushes = randomize.attempt_physics(7, 0, r["attempt"], HARD,
-                                                    len(commands) * 0.4, 0.001)
+                                                    len(commands) * 0.4, TINY_EXPERT.dt)
         m = apply(model, physics)
         sim = simulate_one(m, mujoco.MjData(m), initial, references(commands, TINY_EXPERT),
                            pushes)
-        assert r["reason"] == check_stability(sim.qpos, sim.qvel, sim.time, 0.001,
+        assert r["reason"] == check_stability(sim.qpos, sim.qvel, sim.time, TINY_EXPERT.dt,
                                               StabilityConfig())
         assert r["friction"] == physics.friction and r["pushes"] == len(pushes)
     counts = pd.Series([r["reason"] for r in rows]).value_counts()
@@ -257,11 +257,11 @@ def test_a_rollout_split_at_zero_kicks_is_the_uninterrupted_rollout() -> None:
     ctrl = references(np.array([1, 3], dtype=np.int32), TINY_EXPERT)
     data = mujoco.MjData(model)
     whole = simulate_one(model, data, initial, ctrl)
-    zero = [(s, np.zeros(3)) for s in (0, 1, 137, 400, len(ctrl) - 1)]
+    zero = [(s, np.zeros(3)) for s in (0, 1, 37, 100, len(ctrl) - 1)]
     split = simulate_one(model, data, initial, ctrl, zero)
     for a, b in ((whole.qpos, split.qpos), (whole.qvel, split.qvel), (whole.torque, split.torque),
                  (whole.time, split.time)):
         np.testing.assert_array_equal(a, b)
-    kicked = simulate_one(model, data, initial, ctrl, [(300, np.array([0.5, 0.0, 0.0]))])
-    np.testing.assert_array_equal(kicked.qpos[:301], whole.qpos[:301])
-    assert kicked.qvel[300, 0] == pytest.approx(whole.qvel[300, 0] + 0.5)
+    kicked = simulate_one(model, data, initial, ctrl, [(150, np.array([0.5, 0.0, 0.0]))])
+    np.testing.assert_array_equal(kicked.qpos[:151], whole.qpos[:151])
+    assert kicked.qvel[150, 0] == pytest.approx(whole.qvel[150, 0] + 0.5)

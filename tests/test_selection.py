@@ -20,7 +20,7 @@ from quadpipe.sim.model import build_model
 from quadpipe.sim.randomize import RandomizeConfig
 
 EXPERT = ExpertConfig()
-OBS = ObsConfig(200, 40, True, "heading")
+OBS = ObsConfig(50, 10, True, "heading", EXPERT.dt)  # 200 ms, waypoints every 40
 # 1-s episodes and success = no fall: a robot that holds its pose succeeds, one that drops fails
 QUICK = SelectConfig(episodes=3, seconds=1.0, success_progress=0.0)
 

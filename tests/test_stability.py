@@ -6,7 +6,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from quadpipe.config import ExpertConfig, StabilityConfig
+from quadpipe.config import PROFILES, ExpertConfig, StabilityConfig
 from quadpipe.sim.expert import references, standing_pose
 from quadpipe.sim.model import build_model, full_state, standing_qpos
 from quadpipe.sim.rollout import simulate_one
@@ -17,7 +17,7 @@ DT = 0.001
 
 @pytest.fixture(scope="module")
 def walk():
-    cfg = ExpertConfig()
+    cfg = ExpertConfig(sim=PROFILES["original"])  # DT and the step indices below are 1 ms
     model = build_model(cfg)
     r = simulate_one(model, mujoco.MjData(model),
                      full_state(model, standing_qpos(model, *standing_pose())),

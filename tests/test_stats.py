@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_EXPERT
 
 from quadpipe.cli import main
 from quadpipe.data import dataset
@@ -30,7 +31,7 @@ def test_trajectory_table_has_one_row_per_trajectory_with_its_figures(tiny_shard
         z = g["qpos"][:, 2].astype(float)
     row = table.loc[3]
     assert row["num_timesteps"] == n
-    assert row["duration_s"] == pytest.approx(n * 0.001)
+    assert row["duration_s"] == pytest.approx(n * TINY_EXPERT.dt)
     assert row["num_commands"] == len(cmds)
     assert row["n_stand"] == int(np.sum(cmds == 5))
     assert row[[f"n_{k}" for k in ("forward", "backward", "turn_right", "turn_left",

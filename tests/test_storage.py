@@ -23,7 +23,7 @@ from quadpipe.errors import QuadpipeError
 from quadpipe.learn.prepare import load_arrays, prepare
 from quadpipe.learn.samples import ObsConfig
 
-OBS = ObsConfig(horizon=200, waypoint_every=40)
+OBS = ObsConfig(horizon=50, waypoint_every=10, dt=TINY_EXPERT.dt)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_EXPERT
 
 from quadpipe.cli import main
+from quadpipe.config import steps_in
 from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
 from quadpipe.learn.epochs import build_policy
@@ -25,6 +27,8 @@ from quadpipe.sim.state import quat_mul, rotate_xy
 TINY_TRAIN = TrainConfig(epochs=4, lr_decay_epoch=4, sample_stride=5, hidden=(64, 64, 32),
                          batch_size=64, device="cpu", horizon=200, waypoint_every=40,
                          noise_q=0.0, noise_qd=0.0, noise_base=0.0, dagger_rounds=0)
+TINY_OBS = TINY_TRAIN.obs_at(TINY_EXPERT.dt)  # the tiny shard's physics
+TINY_STRIDE = steps_in(TINY_TRAIN.sample_stride, TINY_EXPERT.dt)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def test_loss_decreases_and_outputs_written(trained) -> None:
 def test_checkpoint_is_self_contained(trained, tiny_shard) -> None:
     out, _ = trained
     policy, obs, ckpt = load_checkpoint(out / "last.pt")
-    assert obs == TINY_TRAIN.obs and tuple(ckpt["train_config"]["hidden"]) == (64, 64, 32)
+    assert obs == TINY_OBS and tuple(ckpt["train_config"]["hidden"]) == (64, 64, 32)
     x, _ = load_arrays(out / "samples", dataset.VALID)
     xb = torch.from_numpy(np.array(x[:50]))
     save_checkpoint(out / "again.pt", policy, obs, TINY_TRAIN)
@@ -74,7 +78,8 @@ def test_same_seed_same_model(tiny_shard, tmp_path) -> None:
 
 def test_normalisation_round_trips(trained, tiny_shard) -> None:
     out, _ = trained
-    meta = prepare(tiny_shard, out / "samples", TINY_TRAIN.obs, TINY_TRAIN.sample_stride)
+    meta = prepare(tiny_shard, out / "samples", TINY_OBS,
+                   TINY_STRIDE)
     x, y = load_arrays(out / "samples", dataset.TRAIN)
     np.testing.assert_allclose(meta["X_mean"], x.mean(0, dtype=np.float64), atol=1e-4)
     np.testing.assert_allclose(meta["Y_std"], y.std(0, dtype=np.float64), rtol=1e-3)
@@ -91,7 +96,8 @@ def test_normalisation_round_trips(trained, tiny_shard) -> None:
 
 def test_an_input_std_floor_widens_only_the_narrow_columns(trained, tiny_shard) -> None:
     out, _ = trained
-    meta = prepare(tiny_shard, out / "samples", TINY_TRAIN.obs, TINY_TRAIN.sample_stride)
+    meta = prepare(tiny_shard, out / "samples", TINY_OBS,
+                   TINY_STRIDE)
     plain = build_policy(TINY_TRAIN, meta)
     floored = build_policy(dataclasses.replace(TINY_TRAIN, input_std_floor=0.05), meta)
     std = np.asarray(meta["X_std"], dtype=np.float64)
@@ -110,7 +116,7 @@ def test_split_is_by_trajectory(trained, tiny_shard) -> None:
         names = dataset.trajectory_names(f)
         splits = dataset.split_of(f, names)
         lengths = [int(f[n].attrs["num_timesteps"]) for n in names]
-    expected = sum(len(range(0, n - TINY_TRAIN.horizon, 5))
+    expected = sum(len(range(0, n - TINY_OBS.horizon, TINY_STRIDE))
                    for n, s in zip(lengths, splits, strict=True) if s == "valid")
     assert summary["valid_samples"] == expected > 0
 
@@ -121,7 +127,7 @@ def test_heading_frame_is_invariant_to_where_and_which_way(tiny_shard) -> None:
         g = f[dataset.trajectory_names(f)[0]]
         qpos, qvel = g["qpos"][()].astype(float), g["qvel"][()].astype(float)
     obs = ObsConfig()
-    t = np.arange(0, 300, 37)
+    t = np.arange(0, 48, 6)  # the shortest trajectory: 100 steps
     fut = qpos[t[:, None] + obs.offsets, :3]
     a = observe(qpos[t], qvel[t], fut, obs)
     ang, shift = 1.1, np.array([3.0, -2.0, 0.0])
@@ -165,7 +171,7 @@ def test_joint_noise_relabels_like_the_expert(tiny_shard) -> None:
         qpos, qvel = g["qpos"][()].astype(float), g["qvel"][()].astype(float)
         refs = references(g["command_sequence"][()], exp)
     obs = ObsConfig()
-    t = np.arange(100, 300, 10)
+    t = np.arange(10, 48, 2)
     x = observe(qpos[t], qvel[t], qpos[t[:, None] + obs.offsets, :3], obs)
     kp, kd = np.tile(exp.kp, 4), np.tile(exp.kd, 4)
     y = np.clip(kp * (refs[t] - qpos[t, 7:]) - kd * qvel[t, 6:], -33.5, 33.5)
@@ -204,16 +210,16 @@ def test_prepared_samples_survive_a_move_and_a_reprepare_under_a_reader(tiny_sha
     first = tmp_path / "a"
     first.mkdir()
     shutil.copy2(tiny_shard, first / "dataset.h5")
-    meta = prepare(first / "dataset.h5", first / "samples", TINY_TRAIN.obs, 10)
+    meta = prepare(first / "dataset.h5", first / "samples", TINY_OBS, 10)
     moved = tmp_path / "b"
     shutil.copytree(first, moved, copy_function=shutil.copy2)
     before = {p.name: p.stat().st_mtime_ns for p in (moved / "samples").iterdir()}
-    assert prepare(moved / "dataset.h5", moved / "samples", TINY_TRAIN.obs, 10) == meta
+    assert prepare(moved / "dataset.h5", moved / "samples", TINY_OBS, 10) == meta
     assert {p.name: p.stat().st_mtime_ns for p in (moved / "samples").iterdir()} == before
 
     x, _ = load_arrays(moved / "samples", dataset.TRAIN)
     kept = np.array(x)
-    other = prepare(moved / "dataset.h5", moved / "samples", TINY_TRAIN.obs, 5)  # new stride
+    other = prepare(moved / "dataset.h5", moved / "samples", TINY_OBS, 5)  # new stride
     assert other["counts"][dataset.TRAIN] > meta["counts"][dataset.TRAIN]
     np.testing.assert_array_equal(x, kept)  # the mapped old array is intact
     assert len(load_arrays(moved / "samples", dataset.TRAIN)[0]) == other["counts"]["train"]
@@ -226,9 +232,9 @@ def test_samples_prepared_with_a_path_in_their_fingerprint_are_still_current(tin
     training stage doing so would make Snakemake rerun behaviour cloning afterwards)."""
     import json
 
-    meta = prepare(tiny_shard, tmp_path, TINY_TRAIN.obs, 10)
+    meta = prepare(tiny_shard, tmp_path, TINY_OBS, 10)
     old = {**meta, "fingerprint": {**meta["fingerprint"], "dataset": str(tiny_shard)}}
     (tmp_path / "meta.json").write_text(json.dumps(old))
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    assert prepare(tiny_shard, tmp_path, TINY_TRAIN.obs, 10) == old
+    assert prepare(tiny_shard, tmp_path, TINY_OBS, 10) == old
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before

@@ -66,7 +66,7 @@ def test_frames_are_the_stored_rows_with_the_command_in_force(tiny_shard, fps):
 
 def test_lean_randomised_frames_use_the_stored_qpos_and_the_drawn_physics(lean_rand_shard):
     qpos, commands, _, _ = _stored(lean_rand_shard, 2)
-    frames, model = playback.load(lean_rand_shard, 2, fps=1000)  # every 1-ms row
+    frames, model = playback.load(lean_rand_shard, 2, fps=round(1 / TINY_EXPERT.dt))  # every row
     np.testing.assert_array_equal(frames.qpos, qpos)
     assert len(frames.command_sequence) == len(commands)
     # the model replay re-simulates the trajectory with, not the nominal one

@@ -217,8 +217,11 @@ def test_more_shards_generate_only_the_new_one_and_remerge(finished):
 @pytest.mark.slow
 @pytest.mark.parametrize("change", [{"generate": {"max_moves": 3}},
                                     {"expert": {"kp": [90, 80, 60]}},
-                                    {"stability": {"min_up_z": 0.6}}])
+                                    {"stability": {"min_up_z": 0.6}},
+                                    {"sim": {"profile": "original"}},
+                                    {"sim": {"timestep": 0.002}}])
 def test_a_generation_parameter_regenerates_every_shard(finished, change):
+    """... and so does the physics profile: everything simulates on it, from the data on."""
     jobs = planned(finished, change)
     assert sorted(jobs["generate_shard"]) == ["results/shards/shard_0.h5",
                                               "results/shards/shard_1.h5"]
@@ -316,6 +319,26 @@ def test_a_wrong_type_fails_at_parse_time_naming_the_key(tmp_path):
     assert "shards" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("sim, message", [
+    ({"profile": "cheap"}, "sim.profile: 'cheap' is not one of ['fast', 'original']"),
+    ({"timestep": "4ms"}, "sim.timestep: '4ms' is not of type 'number'"),
+    ({"cone": "round"}, "sim.cone: 'round' is not one of ['pyramidal', 'elliptic']"),
+    ({"substeps": 2}, "'substeps' was unexpected")])
+def test_a_bad_physics_profile_fails_at_parse_time_naming_the_key(tmp_path, sim, message):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"sim": sim}))
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(TEST_CONFIG),
+                     str(tmp_path / "bad.yaml"), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+
+
+def test_the_old_expert_dt_key_is_refused_naming_it(tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"expert": {"dt": 0.002}}))
+    proc = snakemake(tmp_path, "--dry-run", "--configfile", str(TEST_CONFIG),
+                     str(tmp_path / "bad.yaml"), check=False)
+    assert proc.returncode != 0 and "'dt' was unexpected" in proc.stdout + proc.stderr
+
+
 def test_shares_valid_alone_but_not_together_fail_at_parse_time(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(
         {"finetune": {"iterations": 24, "kicked": 0.5, "randomize": 0.75}}))
@@ -333,6 +356,10 @@ def test_the_schema_defaults_every_key_of_config_yaml():
     for section, values in config.items():
         spec = schema["properties"][section]
         assert spec["additionalProperties"] is False and "description" in spec
+        if section == "sim":  # a named profile; its other keys override it, default-free
+            assert set(values) == {"profile"} and spec["properties"]["profile"]["default"] == \
+                values["profile"]
+            continue
         for key, value in values.items():
             prop = spec["properties"][key]
             assert {"type", "description", "default"} <= set(prop), f"{section}.{key}"
@@ -364,7 +391,7 @@ def test_the_schema_defaults_are_the_library_defaults():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     # keys of the workflow, not of one job: the path list, the seed list (each job gets one seed)
     workflow_only = {("eval", "paths"), ("train", "seeds"), ("train", "dagger_jobs")}
-    job_only = {("train", "seed")}
+    job_only = {("train", "seed"), ("expert", "sim")}  # the expert's physics: the sim section
     for section, cls in [("expert", ExpertConfig), ("stability", StabilityConfig),
                          ("generate", GenerateConfig), ("train", TrainConfig),
                          ("eval", EvalConfig), ("suite", SuiteConfig),
@@ -384,6 +411,15 @@ def test_the_schema_defaults_are_the_library_defaults():
                 assert prop["default"] == plain(value), f"{section}.{name}"
     paths = schema["properties"]["eval"]["properties"]["paths"]["default"]
     assert parse_paths(paths) == parse_paths(list(ORIGINALS))
+    # the sim section: the profile names and default, and every setting a profile has
+    from quadpipe.config import DEFAULT_PROFILE, PROFILES, SimConfig
+
+    sim = schema["properties"]["sim"]["properties"]
+    assert sim["profile"]["enum"] == sorted(PROFILES) and sim["profile"]["default"] == \
+        DEFAULT_PROFILE == SimConfig().profile
+    assert set(sim) == {f.name for f in dataclasses.fields(SimConfig)}
+    assert all("default" not in p for k, p in sim.items() if k != "profile")
+    assert ExpertConfig().sim == PROFILES[DEFAULT_PROFILE]
 
 
 def test_lint_is_clean():

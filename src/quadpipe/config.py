@@ -18,6 +18,88 @@ from quadpipe.errors import ConfigError
 T = TypeVar("T")
 
 
+def steps_in(ms: float, dt: float) -> int:
+    """Whole steps of `dt` s in `ms` milliseconds, rounded, at least 1: how a duration the config
+    states in time becomes steps of whichever physics profile runs it."""
+    return max(1, int(round(ms * 1e-3 / dt)))
+
+
+PROFILE_NAMES = ("fast", "original")
+INTEGRATORS = ("Euler", "implicitfast", "implicit", "RK4")
+CONES = ("pyramidal", "elliptic")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig:
+    """A physics profile: what one MuJoCo step costs and how exactly it resolves the contacts.
+
+    Everything the expert and the policy time is stated in seconds (or milliseconds) and turned
+    into steps of `timestep`, so a profile changes the rate of the simulation, not the gait.
+    `original` is the original system's 1 kHz physics (MuJoCo Menagerie's A1 contact settings:
+    elliptic cones, impratio 100, condim-6 feet); `fast` is the field's cost (MuJoCo Playground's
+    quadrupeds: 4-ms steps, pyramidal cones, condim-3 feet, few solver iterations), where the
+    expert still trots as closely (docs/physics.md has the measurements).
+    """
+
+    profile: str = "fast"  # the named profile the other keys start from (PROFILES)
+    timestep: float = 0.004  # s per physics step; the policy acts once per step
+    # MuJoCo's: Euler, implicitfast, implicit, RK4. Euler keeps the dataset's native servos and
+    # the closed loop's torque PD the same dynamics (implicitfast damps the servos implicitly)
+    integrator: str = "Euler"
+    cone: str = "pyramidal"  # friction cone: pyramidal or elliptic
+    impratio: float = 1.0  # frictional-to-normal constraint impedance (elliptic cones)
+    foot_condim: int = 3  # the feet's contact dimensions: 3 (sliding), 6 (+ torsion, rolling)
+    iterations: int = 4  # constraint solver iterations
+    ls_iterations: int = 8  # line-search iterations per solver iteration
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILE_NAMES:
+            raise ConfigError(f"sim.profile must be one of {', '.join(PROFILE_NAMES)}, "
+                              f"got {self.profile!r}")
+        if not self.timestep > 0:
+            raise ConfigError(f"sim.timestep must be > 0, got {self.timestep!r}")
+        if self.integrator not in INTEGRATORS:
+            raise ConfigError(f"sim.integrator must be one of {', '.join(INTEGRATORS)}, "
+                              f"got {self.integrator!r}")
+        if self.cone not in CONES:
+            raise ConfigError(f"sim.cone must be one of {', '.join(CONES)}, got {self.cone!r}")
+        if self.foot_condim not in (1, 3, 4, 6):
+            raise ConfigError(f"sim.foot_condim must be 1, 3, 4 or 6, got {self.foot_condim!r}")
+        if self.iterations < 1 or self.ls_iterations < 1 or self.impratio < 1:
+            raise ConfigError("sim.iterations and sim.ls_iterations must be >= 1, "
+                              "sim.impratio >= 1")
+
+    def steps(self, ms: float) -> int:
+        """Whole physics steps in `ms` milliseconds (steps_in)."""
+        return steps_in(ms, self.timestep)
+
+    @property
+    def rate_hz(self) -> float:
+        return 1.0 / self.timestep
+
+
+PROFILES: dict[str, SimConfig] = {
+    "fast": SimConfig(),  # the field's cost, the default (docs/physics.md)
+    # the original system's physics: 1 kHz, Menagerie's A1 contacts, MuJoCo's default solver
+    "original": SimConfig(profile="original", timestep=0.001, integrator="Euler",
+                          cone="elliptic", impratio=100.0, foot_condim=6, iterations=100,
+                          ls_iterations=50),
+}
+DEFAULT_PROFILE = "fast"
+
+
+def sim_config(data: Mapping[str, Any] | None, where: str = "sim") -> SimConfig:
+    """The `sim` section: its named profile's settings, then any key the section sets itself.
+
+    An unknown profile or key, or a value of the wrong type, raises one ConfigError naming it.
+    """
+    data = dict(data or {})
+    name = data.get("profile", DEFAULT_PROFILE)
+    if name not in PROFILES:
+        raise ConfigError(f"{where}.profile must be one of {', '.join(PROFILES)}, got {name!r}")
+    return from_mapping(SimConfig, {**dataclasses.asdict(PROFILES[name]), **data}, where)
+
+
 @dataclasses.dataclass(frozen=True)
 class ExpertConfig:
     """The scripted trot expert and the robot's joint servos (see docs: expert-controller).
@@ -28,7 +110,6 @@ class ExpertConfig:
     `turn_hip_bias` is (left side, right side) for *turn right*; turn left uses the negation.
     """
 
-    dt: float = 0.001  # s, physics and control step
     cmd_duration: float = 1.6  # s each high-level command is held
     kp: tuple[float, float, float] = (100.0, 80.0, 60.0)  # N m / rad (hip, thigh, calf)
     kd: tuple[float, float, float] = (5.0, 4.0, 3.0)  # N m s / rad
@@ -36,6 +117,13 @@ class ExpertConfig:
     knob_tau: float = 0.08  # s, low-pass time constant of the turning knobs
     turn_scale_delta: float = 0.45  # amplitude scale 1 +- delta between the sides when turning
     turn_hip_bias: tuple[float, float] = (-0.2, -0.2)  # rad, hip bias (left, right) on turn right
+    # the physics every model of this expert is built with (the `sim` section; sim_config)
+    sim: SimConfig = dataclasses.field(default_factory=SimConfig)
+
+    @property
+    def dt(self) -> float:
+        """s per physics and control step (the profile's)."""
+        return self.sim.timestep
 
     @property
     def steps_per_command(self) -> int:
@@ -157,6 +245,24 @@ def to_json(**sections: Any) -> str:
          for k, v in sections.items()}, sort_keys=True)
 
 
+def expert_config(cfg: Mapping[str, Any]) -> ExpertConfig:
+    """The expert of a job's settings: its `expert` section on the physics of its `sim` section."""
+    expert = dict(cfg.get("expert") or {})
+    if "dt" in expert:
+        raise ConfigError("expert.dt is now sim.timestep (or a named sim.profile: "
+                          f"{', '.join(PROFILE_NAMES)}); move it there")
+    return dataclasses.replace(from_mapping(ExpertConfig, expert, "expert"),
+                               sim=sim_config(cfg.get("sim")))
+
+
 def expert_from_json(text: str) -> ExpertConfig:
-    """The ExpertConfig stored by `to_json(expert=...)` in a file's config_json attribute."""
-    return from_mapping(ExpertConfig, json.loads(text)["expert"], "config_json.expert")
+    """The ExpertConfig stored by `to_json(expert=...)` in a file's config_json attribute.
+
+    Files written before physics profiles hold `expert.dt` and no `sim`: the original's physics.
+    """
+    expert = dict(json.loads(text)["expert"])
+    sim = expert.pop("sim", None)
+    if sim is None:
+        sim = {"profile": "original", "timestep": expert.pop("dt", 0.001)}
+    return dataclasses.replace(from_mapping(ExpertConfig, expert, "config_json.expert"),
+                               sim=sim_config(sim, "config_json.expert.sim"))

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from quadpipe.control.paths import parse_paths
+from quadpipe.config import sim_config
 from quadpipe.errors import ConfigError
 from quadpipe.overrides import apply_overrides, check, check_relations, load_schema
 
@@ -21,6 +22,10 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"config: {exc}") from None
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
+try:  # the physics profile: its name and settings resolved now, a bad one named in one line
+    SIM = sim_config(config["sim"])
+except ConfigError as exc:
+    raise WorkflowError(f"config: {exc}") from None
 
 try:  # path entries are data: check them now, with one message naming the entry
     PATHS = {
@@ -67,7 +72,10 @@ def settings(*sections, drop=()):
 
     Snakemake reruns a job when its params change, so each rule sees only the sections that
     change its output. The job writes this JSON to its settings log and passes it to --config.
+    A job that reads the expert simulates, so it gets the physics profile (`sim`) with it.
     """
+    if "expert" in sections and "sim" not in sections:
+        sections = ("sim", *sections)
     return json.dumps(
         {s: {k: v for k, v in config[s].items() if k not in drop} for s in sections},
         sort_keys=True,
@@ -116,7 +124,7 @@ def shard_runtime(wildcards, attempt):
         d["trajectories_per_shard"]
         * (2 * g["max_moves"] - 1)
         * e["cmd_duration"]
-        / e["dt"]
+        / SIM.timestep
     )
     return int(10 + attempt * 3 * steps / 15000 / 60)
 
@@ -199,6 +207,7 @@ def finetune_settings(wildcards, job=None):
     out = {
         "finetune": f,
         "expert": config["expert"],
+        "sim": config["sim"],
         "train": {
             "seed": int(wildcards.seed),
             **{k: t[k] for k in ("logger", "wandb_mode", "wandb_project")},
@@ -343,8 +352,13 @@ def suite_settings(wildcards):
     """The suite section for one condition: only that condition's ranges, no thread count."""
     c = wildcards.condition
     drop = {"threads", "conditions"} | ({"randomized", "pushes"} - {c})
+    if c != "fidelity":
+        drop |= {"fidelity_episodes", "fidelity_profile"}
     suite = {k: v for k, v in config["suite"].items() if k not in drop}
-    return json.dumps({"suite": suite, "expert": config["expert"]}, sort_keys=True)
+    return json.dumps(
+        {"suite": suite, "expert": config["expert"], "sim": config["sim"]},
+        sort_keys=True,
+    )
 
 
 def eval_results(wildcards=None):
@@ -362,7 +376,11 @@ def eval_videos(wildcards=None):
 def suite_parts(wildcards):
     """A condition's part files: suite.jobs of them, at most one per episode (the figures do not
     depend on the split)."""
-    n = min(config["suite"]["jobs"], config["suite"]["episodes"])
+    s = config["suite"]
+    episodes = s["episodes"]
+    if wildcards.condition == "fidelity":
+        episodes = min(s["fidelity_episodes"], episodes)
+    n = min(s["jobs"], episodes)
     return [
         f"results/eval/suite/{wildcards.condition}/part_{k}_of_{n}.json"
         for k in range(n)
@@ -417,3 +435,8 @@ def all_results():
     if config["eval"]["video"]:
         out.append("results/report/eval_videos.html")
     return out
+
+
+def export_every():
+    """export.every (ms between frames) in whole steps of the dataset's physics."""
+    return max(1, round(config["export"]["every"] * 1e-3 / SIM.timestep))

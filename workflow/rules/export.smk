@@ -45,7 +45,7 @@ rule export_dataset_files:
         mem_mb=2000,
         runtime=30,
     params:
-        every=config["export"]["every"],
+        every=export_every(),
     shell:
         "(python -m quadpipe export-dataset {input} --format robomimic --every {params.every} "
         "--out {output.robomimic} && "

@@ -10,13 +10,13 @@ from quadpipe.cli.main import load_config, verb
 
 
 def _eval_settings(path: str | None):
-    from quadpipe.config import ExpertConfig, from_mapping
+    from quadpipe.config import expert_config, from_mapping
     from quadpipe.evaluation.named import EvalConfig
 
     cfg = load_config(path)
     section = {k: v for k, v in (cfg.get("eval") or {}).items() if k != "paths"}
     return cfg, from_mapping(EvalConfig, section, "eval"), \
-        from_mapping(ExpertConfig, cfg.get("expert"), "expert")
+        expert_config(cfg)
 
 
 def _path_spec(arg: str, cfg: dict, radius: float):
@@ -117,7 +117,7 @@ def _suite(args: argparse.Namespace) -> None:
     """The evaluation suite on one condition: random held-out paths, policy vs expert, paired."""
     import dataclasses
 
-    from quadpipe.config import ExpertConfig, from_mapping
+    from quadpipe.config import expert_config
     from quadpipe.data.dataset import write_json
     from quadpipe.evaluation.suite import SuiteConfig, combine, run_part
 
@@ -127,7 +127,7 @@ def _suite(args: argparse.Namespace) -> None:
         suite = dataclasses.replace(suite, threads=args.threads)
     seeds = args.seeds if args.seeds is not None else list(range(len(args.checkpoint)))
     part = run_part(args.checkpoint, seeds, args.condition, suite,
-                    from_mapping(ExpertConfig, cfg.get("expert"), "expert"),
+                    expert_config(cfg),
                     args.baseline or None, args.part, args.parts)
     if args.parts > 1:
         write_json(part, args.out)
@@ -204,7 +204,8 @@ def _select(args: argparse.Namespace) -> None:
     train = from_mapping(TrainConfig, cfg.get("train"), "train")
     sel = SelectConfig.from_mapping(cfg.get("select"))
     stages = [load_state(f) for f in args.stage]
-    got = score_part(stages, train.obs, dataset_expert(args.dataset), sel,
+    expert = dataset_expert(args.dataset)
+    got = score_part(stages, train.obs_at(expert.dt), expert, sel,
                      RandomizeConfig.from_mapping(cfg.get("randomize")), args.part, args.parts,
                      args.out)
     for c in got["candidates"]:

@@ -17,10 +17,10 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
 @verb("export-policy", _policy_args)
 def _export_policy(args: argparse.Namespace) -> None:
     """The whole policy (normalisation included) as ONNX and/or TorchScript."""
-    from quadpipe.config import ExpertConfig, from_mapping
+    from quadpipe.config import expert_config
     from quadpipe.learn.export import export_checkpoint
 
-    expert = from_mapping(ExpertConfig, load_config(args.config).get("expert"), "expert")
+    expert = expert_config(load_config(args.config))
     for kind, path in export_checkpoint(args.checkpoint, args.onnx, args.torchscript,
                                         expert).items():
         print(f"{path}: {kind}")

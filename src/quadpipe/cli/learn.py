@@ -31,10 +31,10 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 @verb("prepare", _prepare_args)
 def _prepare(args: argparse.Namespace) -> None:
     """Write the training samples as memory-mapped float32 arrays (train/valid split)."""
-    from quadpipe.learn.prepare import prepare
+    from quadpipe.learn.prepare import prepare_for
 
     cfg = _train_config(args.config)
-    meta = prepare(args.dataset, args.out, cfg.obs, cfg.sample_stride)
+    meta = prepare_for(args.dataset, args.out, cfg)
     print(f"{args.out}: {meta['counts']['train']} train, {meta['counts']['valid']} valid samples")
 
 
@@ -151,7 +151,7 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
 @verb("finetune", _finetune_args)
 def _finetune(args: argparse.Namespace) -> None:
     """One fine-tuning job (PPO from the imitated policy); resumes after a kill."""
-    from quadpipe.config import ExpertConfig, from_mapping
+    from quadpipe.config import expert_config
     from quadpipe.learn.finetune import run_job
 
     raw = load_config(args.config)
@@ -160,7 +160,7 @@ def _finetune(args: argparse.Namespace) -> None:
     if args.threads:
         cfg = dataclasses.replace(cfg, threads=args.threads)
     state = run_job(args.start, args.out, cfg, train.seed, args.job,
-                    from_mapping(ExpertConfig, raw.get("expert"), "expert"),
+                    expert_config(raw),
                     _randomize(args.config), train.logger,
                     wandb_mode=train.wandb_mode, wandb_project=train.wandb_project)
     last = state["history"][-1]

@@ -68,7 +68,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from quadpipe.config import ExpertConfig, GenerateConfig, StabilityConfig, from_mapping
+    from quadpipe.config import GenerateConfig, StabilityConfig, expert_config, from_mapping
     from quadpipe.data.generate import generate_shard
     from quadpipe.sim.randomize import RandomizeConfig
 
@@ -77,7 +77,7 @@ def _generate(args: argparse.Namespace) -> None:
     if args.threads is not None:
         gen = dataclasses.replace(gen, threads=args.threads)
     summary = generate_shard(args.out, args.num, args.seed, args.shard,
-                             from_mapping(ExpertConfig, cfg.get("expert"), "expert"),
+                             expert_config(cfg),
                              from_mapping(StabilityConfig, cfg.get("stability"), "stability"), gen,
                              rand=RandomizeConfig.from_mapping(cfg.get("randomize")))
     print(f"{args.out}: {summary['num_trajectories']} trajectories, acceptance "

@@ -166,3 +166,19 @@ class Mixed:
             if m.any():
                 out[m] = control(k, idx[m], qpos[m], qvel[m])
         return out
+
+
+class Held:
+    """A controller that acts every `hold` steps and holds its torques in between: a policy at
+    its own decision rate (its training profile's step) on finer physics (the suite's fidelity
+    condition). It sees step k // hold, the step of its own clock."""
+
+    def __init__(self, controller: Controller, hold: int, episodes: int) -> None:
+        self.controller, self.hold = controller, hold
+        self.last = np.zeros((episodes, 12))
+
+    def __call__(self, k: int, idx: np.ndarray, qpos: np.ndarray, qvel: np.ndarray
+                 ) -> np.ndarray:
+        if k % self.hold == 0:
+            self.last[idx] = self.controller(k // self.hold, idx, qpos, qvel)
+        return self.last[idx]

@@ -1,14 +1,14 @@
 """The expert as a path follower: the CPG trot, turning knobs steered toward a look-ahead point.
 
-Every `chunk_steps` steps (25 ms) the robot is projected onto the path (arc length s, searched in a
-window around the last one so a figure8 crossing cannot make it jump), the look-ahead point
-path(s + lookahead) gives a heading error e, and the knob targets become a continuous turn command
-u = clip(e / heading_saturation, -1, 1) (+1 = the full "turn left" knobs of ExpertConfig, -1 = full
-right). When the robot is ahead of the moving target the amplitude scale of both sides is reduced
-(slower steps), so it can also wait for the target. Within the chunk the joint references follow
-the CPG and each step's torque is the servo law at the state reached (`expert_torque`, the law of
-the dataset's native position servos), so the expert drives the torque model in the batched closed
-loop (control.closed_loop) beside the policies it is compared with.
+Every `chunk_ms` (25 ms, in whole physics steps) the robot is projected onto the path (arc length
+s, searched in a window around the last one so a figure8 crossing cannot make it jump), the look-
+ahead point path(s + lookahead) gives a heading error e, and the knob targets become a continuous
+turn command u = clip(e / heading_saturation, -1, 1) (+1 = the full "turn left" knobs of
+ExpertConfig, -1 = full right). When the robot is ahead of the moving target the amplitude scale of
+both sides is reduced (slower steps), so it can also wait for the target. Within the chunk the
+joint references follow the CPG and each step's torque is the servo law at the state reached
+(`expert_torque`, the law of the dataset's native position servos), so the expert drives the torque
+model in the batched closed loop (control.closed_loop) beside the policies it is compared with.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class FollowerConfig:
     """Steering of the path-following expert."""
 
     lookahead: float = 0.4  # m along the path ahead of the robot's projection
-    chunk_steps: int = 25  # steps between steering updates
+    chunk_ms: float = 25.0  # ms between steering updates (rounded to whole physics steps)
     heading_saturation: float = 0.35  # rad of heading error for the full turn knobs
     slow_distance: float = 0.1  # m ahead of the target at which the gait amplitude is halved
     min_scale: float = 0.5  # smallest common amplitude scale (slowest walk)
@@ -133,7 +133,7 @@ class Steering:
         k = filter_knobs(targets, expert, start=self.knobs)
         self.knobs = k[-1]
         steps = np.arange(step + 1, step + n + 1)
-        return joint_references(steps, np.full(n, MODE_FORWARD, dtype=np.int8), k)
+        return joint_references(steps, np.full(n, MODE_FORWARD, dtype=np.int8), k, expert.dt)
 
 
 def expert_torque(qpos: np.ndarray, qvel: np.ndarray, ref: np.ndarray, expert: ExpertConfig
@@ -151,7 +151,7 @@ def expert_torque(qpos: np.ndarray, qvel: np.ndarray, ref: np.ndarray, expert: E
 class ExpertController:
     """The path-following expert as a closed-loop controller of a batch of episodes.
 
-    `steering[i]` steers episode i (its path, speed and knob state); every `chunk_steps` steps the
+    `steering[i]` steers episode i (its path, speed and knob state); every `chunk_ms` the
     joint references of the next chunk are planned from the current pose, and each step's torque
     is the servo law at the state reached (closed_loop.Controller).
     """
@@ -159,14 +159,15 @@ class ExpertController:
     def __init__(self, steering: dict[int, Steering], expert: ExpertConfig,
                  cfg: FollowerConfig = FollowerConfig()) -> None:
         self.steering, self.expert, self.cfg = steering, expert, cfg
-        self.refs = np.empty((max(steering, default=-1) + 1, cfg.chunk_steps, 12))
+        self.chunk = expert.sim.steps(cfg.chunk_ms)
+        self.refs = np.empty((max(steering, default=-1) + 1, self.chunk, 12))
 
     def __call__(self, k: int, idx: np.ndarray, qpos: np.ndarray, qvel: np.ndarray
                  ) -> np.ndarray:
-        j = k % self.cfg.chunk_steps
+        j = k % self.chunk
         if j == 0:
             for row, i in enumerate(idx):
-                self.refs[i] = self.steering[i].references(qpos[row], k, self.cfg.chunk_steps)
+                self.refs[i] = self.steering[i].references(qpos[row], k, self.chunk)
         return expert_torque(qpos, qvel, self.refs[idx, j], self.expert)
 
 

@@ -17,6 +17,7 @@ nothing of this is drawn, stored or recorded in the settings: the shard is what 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 from collections import Counter, deque
@@ -120,6 +121,9 @@ def _summary(used: list[str], num: int, seed: int, shard: int, expert: ExpertCon
         "shard": shard,
         "dt": expert.dt,
         "cmd_duration": expert.cmd_duration,
+        # the physics profile (sim.profile, the whole profile in config_json's expert.sim)
+        "sim_profile": expert.sim.profile,
+        "sim_json": json.dumps(dataclasses.asdict(expert.sim), sort_keys=True),
         # Always 0: a resumed shard is identical to an uninterrupted one, so where a run resumed
         # is not part of the data (the log says it). Kept for readers of the original format.
         "resumed_from": 0,

@@ -123,8 +123,9 @@ def combined_summary(roots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "merged": True,
         "num_tasks": len(roots),
     }
-    if dataset.STORAGE_LAYOUT_ATTR in first:
-        out[dataset.STORAGE_LAYOUT_ATTR] = first[dataset.STORAGE_LAYOUT_ATTR]
+    for key in (dataset.STORAGE_LAYOUT_ATTR, "sim_profile", "sim_json"):  # where the shards have
+        if key in first:
+            out[key] = first[key]
     return out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from quadpipe.config import steps_in
 from quadpipe.control.follower import Projector, Target
 
 SUCCESS_PROGRESS = 0.9  # progress fraction an episode needs (and no fall) to count as a success
@@ -30,7 +31,8 @@ def episode_metrics(qpos: np.ndarray, record_every: int, fall_step: int, target:
     err = np.linalg.norm(xy - target.at(steps), axis=1)
     goal = min(target.speed * num_steps * dt, target.path.length)
     path = target.path
-    every = max(1, 20 // record_every)  # every 20 ms (the projection window moves 0.6 m a call)
+    # every 20 ms (the projection window moves 0.6 m a call)
+    every = max(1, steps_in(20.0, dt) // record_every)
     sub = np.concatenate([xy[::every], xy[-1:]])
     near = path.xy[path.s <= goal + 1.0]
     cross = np.array([np.sqrt(np.min(np.sum((near - p) ** 2, axis=1))) for p in sub])

@@ -3,10 +3,11 @@ standing still, all from the standing pose on the same target (evaluation.rollou
 
 The target starts at the robot's start position (standing height) heading +x of the robot and moves
 along the path at `speed`; a waypoint path ends where its polyline ends, and so does the episode.
-The policy runs at 1 kHz: each step it observes the state and the target's positions at the next
-waypoint offsets (the offsets it was trained with); its torques, clamped to the motor limit, drive
-the torque model. The expert is the path-following trot (control.follower) with the same servo law
-as the dataset's, on the same torque model. Metrics: evaluation.metrics.
+The policy acts at every physics step (its profile's, which must be the run's): it observes the
+state and the target's positions at the next waypoint offsets (the offsets it was trained with);
+its torques, clamped to the motor limit, drive the torque model. The expert is the path-following
+trot (control.follower) with the same servo law as the dataset's, on the same torque model.
+Metrics: evaluation.metrics.
 
 The JSON keeps the first seed's policy at the top (`policy`, `policy_to_expert_error_ratio`,
 `target_met`), as before several seeds, and adds every seed under `seeds` and their spread under
@@ -28,7 +29,7 @@ from quadpipe.control.paths import PathSpec
 from quadpipe.data import dataset
 from quadpipe.errors import ConfigError
 from quadpipe.evaluation.rollouts import EXPERT, STANDING, Runs, run_groups
-from quadpipe.learn.policy import load_checkpoint
+from quadpipe.learn.policy import load_for
 from quadpipe.sim.model import build_model
 
 TARGET_RATIO = 2.0  # policy/expert mean tracking error at most this, and no fall: target met
@@ -73,7 +74,7 @@ def evaluate_path(checkpoints: list[str | Path], spec: PathSpec, cfg: EvalConfig
     seeds = list(range(len(checkpoints))) if seeds is None else list(seeds)
     if len(seeds) != len(checkpoints):
         raise ConfigError(f"{len(checkpoints)} checkpoints but {len(seeds)} seeds")
-    loaded = [load_checkpoint(c) for c in checkpoints]
+    loaded = [load_for(c, expert) for c in checkpoints]
     model = build_model(expert, pd="torque")
     q0 = start_qpos(model)
     target, num = place_target(spec, cfg, expert, q0)
@@ -121,7 +122,7 @@ def render_policy(checkpoint: str | Path, spec: PathSpec, out: str | Path,
     """An mp4 of the policy's first `video_seconds` on `spec`, the target drawn on the floor."""
     from quadpipe.sim.render import render_video
 
-    policy, obs, _ = load_checkpoint(checkpoint)
+    policy, obs, _ = load_for(checkpoint, expert)
     model = build_model(expert, pd="torque")
     q0 = start_qpos(model)
     target, num = place_target(spec, cfg, expert, q0)

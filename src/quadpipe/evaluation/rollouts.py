@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from quadpipe.config import ExpertConfig
-from quadpipe.control.closed_loop import Episodes, Mixed, run
+from quadpipe.control.closed_loop import Episodes, Held, Mixed, run
 from quadpipe.control.follower import ExpertController, FollowerConfig, Target, standing_controller
+from quadpipe.errors import ConfigError
 from quadpipe.evaluation.metrics import episode_metrics
 from quadpipe.learn.controller import PolicyController
 from quadpipe.learn.policy import Policy
@@ -67,14 +68,32 @@ class SharedObservation:
         return np.clip(out, -first.limit, first.limit)
 
 
+def decision_hold(obs: ObsConfig, expert: ExpertConfig, cross_profile: bool, name: str) -> int:
+    """Physics steps per decision of a policy that acts every obs.dt s on steps of expert.dt s."""
+    hold = int(round(obs.dt / expert.dt))
+    if abs(hold * expert.dt - obs.dt) > 1e-9 * obs.dt or hold < 1:
+        raise ConfigError(f"policy {name} acts every {obs.dt * 1e3:g} ms, not a whole number of "
+                          f"the {expert.dt * 1e3:g}-ms physics steps")
+    if hold != 1 and not cross_profile:
+        raise ConfigError(f"policy {name} acts every {obs.dt * 1e3:g} ms but the physics steps "
+                          f"{expert.dt * 1e3:g} ms: evaluate it on the physics profile it was "
+                          "trained on (only the suite's fidelity condition crosses profiles)")
+    return hold
+
+
 def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
                models: Sequence[mujoco.MjModel], policies: dict[str, tuple[Policy, ObsConfig]],
                expert: ExpertConfig, follower: FollowerConfig = FollowerConfig(),
                standing: bool = False, pushes: Sequence[list] | None = None, threads: int = 1,
                record_every: int = 1, with_expert: bool = True,
-               rows: np.ndarray | None = None, batch: int | None = None) -> Runs:
+               rows: np.ndarray | None = None, batch: int | None = None,
+               cross_profile: bool = False) -> Runs:
     """Run every group on every target for `num_steps` steps from pose q0 (torque models):
     the policies, the expert (unless with_expert is false) and standing still (if asked).
+
+    A policy acts at its own step (obs.dt), which must be the physics step `expert.dt`; with
+    cross_profile (the suite's fidelity condition) it may be a whole multiple of it: the policy
+    then acts every obs.dt / expert.dt physics steps and its torques are held in between.
 
     rows (P,) and batch: target p's episodes take row rows[p] of a zero-padded MLP batch of
     `batch` rows (learn.controller.PolicyController), so that a job running some of the targets
@@ -94,12 +113,14 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
             controllers.append(standing_controller(q0, expert))
         else:
             policy, obs = policies[name]
-            key = tuple(obs.offsets.tolist())
+            hold = decision_hold(obs, expert, cross_profile, name)
+            key = (tuple(obs.offsets.tolist()), hold)
             if key not in futures:
-                futures[key] = np.stack([t.future(num_steps, obs.offsets, q0[2])
-                                         for t in targets])
+                futures[key] = np.stack([
+                    dataclasses.replace(t, dt=obs.dt).future(num_steps // hold + 1, obs.offsets,
+                                                             q0[2]) for t in targets])
             controllers.append(PolicyController(
-                policy, obs, futures[key], np.arange(len(names) * p) % p, expert.torque_limit,
+                policy, obs, futures[key], np.arange(len(names) * p) % p, expert,
                 rows=None if rows is None else np.tile(np.asarray(rows), len(names)),
                 batch=batch))
     alike: dict[ObsConfig, list[int]] = {}  # groups of the policies that observe alike
@@ -116,6 +137,11 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
             slot[groups] = groups[0]
     used, slot = np.unique(slot, return_inverse=True)
     controllers = [controllers[u] for u in used]
+    for j, u in enumerate(used):  # a policy slower than the physics: held between decisions
+        if names[u] in policies:
+            hold = decision_hold(policies[names[u]][1], expert, cross_profile, names[u])
+            if hold > 1:
+                controllers[j] = Held(controllers[j], hold, len(names) * p)
     owner = np.repeat(slot, p)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)  # small batches: more torch threads only add overhead

@@ -71,7 +71,7 @@ class SelectConfig:
     speed: tuple[float, float] = (0.15, 0.28)  # m/s of the target (the suite's range)
     success_progress: float = 0.9  # progress fraction a success needs (and no fall)
     lookahead: float = 0.4  # m, what the path is extended by (as the suite)
-    record_every: int = 10  # steps between recorded poses (metrics at 100 Hz)
+    record_every: int = 10  # ms between recorded poses (metrics at 100 Hz; whole steps)
     threads: int = 1  # simulation threads per job
     jobs: int = 2  # jobs per seed (the workflow's split; the choice does not depend on it)
 
@@ -126,7 +126,7 @@ def score_part(stages: Sequence[dict[str, Any]], obs: ObsConfig, expert: ExpertC
                           [apply(model, e.physics) if e.physics else model for e in plan],
                           policies, expert, FollowerConfig(lookahead=cfg.lookahead),
                           pushes=[e.pushes for e in plan], threads=cfg.threads,
-                          record_every=cfg.record_every, with_expert=False)
+                          record_every=expert.sim.steps(cfg.record_every), with_expert=False)
         for k in mine:
             rows = [{"condition": e.condition, "success": success(m, cfg.success_progress),
                      "fell": m["fell"], "mean_tracking_error_m": m["mean_tracking_error_m"],

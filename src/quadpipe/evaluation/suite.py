@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested
+from quadpipe.config import PROFILES, ExpertConfig, check_ranges, from_mapping_nested
 from quadpipe.control.closed_loop import start_qpos
 from quadpipe.control.follower import FollowerConfig
 from quadpipe.data import dataset
 from quadpipe.errors import ConfigError
-from quadpipe.evaluation.episodes import CONDITIONS, check_condition, draw_episode
+from quadpipe.evaluation.episodes import CONDITIONS, draw_episode
 from quadpipe.evaluation.intervals import (
     bootstrap,
     cluster_bootstrap,
@@ -47,11 +47,15 @@ from quadpipe.evaluation.intervals import (
 )
 from quadpipe.evaluation.metrics import success
 from quadpipe.evaluation.rollouts import EXPERT, run_groups
-from quadpipe.learn.policy import load_checkpoint
+from quadpipe.learn.policy import load_for
 from quadpipe.sim.model import build_model
 from quadpipe.sim.physics import PhysicsRanges, PushRanges, apply
 
 BASELINE = "baseline"  # the imitated policies evaluated beside fine-tuned ones
+# the nominal episodes on the original's physics: a policy that walks only on the cheap physics
+# of its training shows up here (paired with the expert on the same physics)
+FIDELITY = "fidelity"
+SUITE_CONDITIONS = (*CONDITIONS, FIDELITY)
 SUITE_STREAM = 0x5717E  # tag in every suite seed's entropy: never equal to a DAgger stream
 METRIC_KEYS = ("fell", "fall_time_s", "mean_tracking_error_m", "mean_cross_track_error_m",
                "progress_fraction", "success")
@@ -67,10 +71,12 @@ class SuiteConfig:
     speed: tuple[float, float] = (0.15, 0.28)  # m/s, the target; the expert walks 0.27-0.29
     success_progress: float = 0.9  # progress fraction a success needs (and no fall)
     lookahead: float = 0.4  # m, the expert follower's look-ahead
-    record_every: int = 10  # steps between recorded poses (metrics at 100 Hz)
+    record_every: int = 10  # ms between recorded poses (metrics at 100 Hz; whole steps)
     threads: int = 1  # simulation threads per condition job
     jobs: int = 2  # jobs each condition's episodes are split over; no figure depends on it
-    conditions: tuple[str, ...] = CONDITIONS
+    conditions: tuple[str, ...] = SUITE_CONDITIONS
+    fidelity_episodes: int = 50  # the fidelity condition's: nominal's first n (<= episodes)
+    fidelity_profile: str = "original"  # the physics the fidelity condition runs on
     randomized: PhysicsRanges = PhysicsRanges()
     pushes: PushRanges = PushRanges()
 
@@ -78,8 +84,14 @@ class SuiteConfig:
         if self.episodes < 1 or self.seconds <= 0 or self.record_every < 1 or self.jobs < 1:
             raise ConfigError("suite.episodes, suite.jobs and suite.record_every must be >= 1, "
                               "suite.seconds > 0")
+        if self.fidelity_episodes < 1:
+            raise ConfigError(f"suite.fidelity_episodes must be >= 1, got "
+                              f"{self.fidelity_episodes}")
+        if self.fidelity_profile not in PROFILES:
+            raise ConfigError(f"suite.fidelity_profile must be one of {', '.join(PROFILES)}, "
+                              f"got {self.fidelity_profile!r}")
         for c in self.conditions:
-            check_condition(c)
+            check_suite_condition(c)
         check_ranges("suite", self, skip=("conditions",))
         check_ranges("suite.randomized", self.randomized)
         check_ranges("suite.pushes", self.pushes)
@@ -90,12 +102,34 @@ class SuiteConfig:
                                    {"randomized": PhysicsRanges, "pushes": PushRanges})
 
 
+def check_suite_condition(name: str) -> str:
+    if name not in SUITE_CONDITIONS:
+        raise ConfigError(f"unknown suite condition {name!r}; choose from "
+                          f"{', '.join(SUITE_CONDITIONS)}")
+    return name
+
+
+def condition_episodes(cfg: SuiteConfig, condition: str) -> int:
+    """How many episodes `condition` runs: the fidelity condition's at most the others'."""
+    return min(cfg.fidelity_episodes, cfg.episodes) if condition == FIDELITY else cfg.episodes
+
+
+def condition_physics(cfg: SuiteConfig, condition: str, expert: ExpertConfig) -> ExpertConfig:
+    """The expert on the physics `condition` runs: the run's own, or for the fidelity condition
+    the profile `fidelity_profile` (the original's 1 kHz physics by default)."""
+    if condition != FIDELITY:
+        return expert
+    return dataclasses.replace(expert, sim=PROFILES[cfg.fidelity_profile])
+
+
 def episode_plan(cfg: SuiteConfig, condition: str, expert: ExpertConfig, q0: np.ndarray,
                  num_steps: int) -> list[dict[str, Any]]:
-    """Per episode: its target, physics draw (or None) and pushes, from the suite's streams."""
+    """Per episode: its target, physics draw (or None) and pushes, from the suite's streams.
+    The fidelity condition's episodes are the nominal ones (same paths, speeds, no pushes)."""
     plan = []
-    for i in range(cfg.episodes):
-        e = draw_episode((SUITE_STREAM, cfg.seed), i, condition, cfg.speed, num_steps,
+    drawn = "nominal" if condition == FIDELITY else condition
+    for i in range(condition_episodes(cfg, condition)):
+        e = draw_episode((SUITE_STREAM, cfg.seed), i, drawn, cfg.speed, num_steps,
                          cfg.seconds, cfg.lookahead, cfg.randomized, cfg.pushes, expert, q0)
         plan.append({"target": e.target, "speed": e.speed, "physics": e.physics,
                      "pushes": e.pushes})
@@ -117,6 +151,10 @@ def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
              ) -> dict[str, Any]:
     """Every seed's policy (and baseline) and the expert on one part of the condition's episodes.
 
+    The policies must have been trained on `expert.sim`; the fidelity condition then runs them
+    and the expert on its own profile (condition_physics), each policy at its own decision rate
+    with its torques held between decisions, and says so in the result (`physics`).
+
     Every part draws the whole plan (cheap) and runs its share; each policy's MLP takes the
     episode's row of a batch of all `cfg.episodes` rows (evaluation.rollouts.run_groups), so an
     episode's figures are the same bits whichever part runs it: `combine` of any split equals
@@ -125,22 +163,25 @@ def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
     if len(seeds) != len(checkpoints) or (baseline and len(baseline) != len(seeds)):
         raise ConfigError(f"{len(checkpoints)} checkpoints and "
                           f"{len(baseline or [])} baselines but {len(seeds)} seeds")
-    mine = part_episodes(cfg.episodes, part, parts)
+    episodes_n = condition_episodes(cfg, check_suite_condition(condition))
+    mine = part_episodes(episodes_n, part, parts)
+    names = [f"seed_{s}" for s in seeds]
+    policies = {n: load_for(c, expert)[:2] for n, c in zip(names, checkpoints, strict=True)}
+    base_names = [f"{BASELINE}_seed_{s}" for s in seeds] if baseline else []
+    for n, c in zip(base_names, baseline or [], strict=True):
+        policies[n] = load_for(c, expert)[:2]
+    trained = expert
+    expert = condition_physics(cfg, condition, expert)
     model = build_model(expert, pd="torque")
     q0 = start_qpos(model)
     num = int(round(cfg.seconds / expert.dt))
     whole = episode_plan(cfg, condition, expert, q0, num)
     plan = [whole[i] for i in mine]
     models = [apply(model, p["physics"]) if p["physics"] else model for p in plan]
-    names = [f"seed_{s}" for s in seeds]
-    policies = {n: load_checkpoint(c)[:2] for n, c in zip(names, checkpoints, strict=True)}
-    base_names = [f"{BASELINE}_seed_{s}" for s in seeds] if baseline else []
-    for n, c in zip(base_names, baseline or [], strict=True):
-        policies[n] = load_checkpoint(c)[:2]
     runs = run_groups([p["target"] for p in plan], num, q0, models, policies, expert,
                       FollowerConfig(lookahead=cfg.lookahead), pushes=[p["pushes"] for p in plan],
-                      threads=cfg.threads, record_every=cfg.record_every, rows=mine,
-                      batch=cfg.episodes)
+                      threads=cfg.threads, record_every=expert.sim.steps(cfg.record_every),
+                      rows=mine, batch=episodes_n, cross_profile=condition == FIDELITY)
     for group in runs.metrics.values():
         for m in group:
             m["success"] = success(m, cfg.success_progress)
@@ -159,7 +200,16 @@ def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
             "checkpoints": [str(c) for c in checkpoints],
             "baseline_checkpoints": [str(c) for c in baseline or []],
             "suite_config": dataclasses.asdict(cfg), "part": part, "parts": parts,
+            "physics": physics_note(trained, expert),
             "steps_per_s": runs.steps_per_s, "episodes": episodes}
+
+
+def physics_note(trained: ExpertConfig, run: ExpertConfig) -> dict[str, Any]:
+    """What a condition's result says of its physics: the profile the episodes ran on and the
+    one the policies were trained on (they differ only in the fidelity condition)."""
+    return {"episodes": dataclasses.asdict(run.sim), "policies": dataclasses.asdict(trained.sim),
+            "cross_profile": trained.sim != run.sim,
+            "policy_decision_ms": 1e3 * trained.dt, "physics_step_ms": 1e3 * run.dt}
 
 
 def _same_run(suite_config: dict[str, Any]) -> dict[str, Any]:
@@ -183,10 +233,13 @@ def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
     if have != list(range(first["parts"])):
         raise ConfigError(f"suite parts {have} of {first['parts']}: each part exactly once")
     episodes = [e for p in sorted(parts, key=lambda p: p["part"]) for e in p["episodes"]]
-    if [e["episode"] for e in episodes] != list(range(first["suite_config"]["episodes"])):
+    n = condition_episodes(SuiteConfig.from_mapping(first["suite_config"]), first["condition"])
+    if [e["episode"] for e in episodes] != list(range(n)):
         raise ConfigError("suite parts do not cover the episodes 0..N-1 once each")
     names = [f"seed_{s}" for s in first["seeds"]]
     result = {k: first[k] for k in ("condition", "seeds", "checkpoints")}
+    if "physics" in first:
+        result["physics"] = first["physics"]
     result.update(suite_config=first["suite_config"], **summarise(episodes, names),
                   steps_per_s=float(np.mean([p["steps_per_s"] for p in parts])))
     if first["baseline_checkpoints"]:

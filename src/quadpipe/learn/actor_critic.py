@@ -11,6 +11,7 @@ scratch (learn.finetune warms it up before the actor moves).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -115,10 +116,11 @@ def extend_horizon(policy: Policy, obs: ObsConfig, horizon: int
     if horizon == obs.horizon:
         return policy, obs, torch.zeros(policy.in_dim, dtype=torch.bool)
     if horizon < obs.horizon or horizon % obs.waypoint_every:
-        raise ConfigError(f"finetune.horizon ({horizon}) must be 0 or a multiple of the policy's "
-                         f"waypoint spacing ({obs.waypoint_every}) >= its horizon ({obs.horizon})")
-    new_obs = ObsConfig(horizon=horizon, waypoint_every=obs.waypoint_every,
-                        gait_clock=obs.gait_clock, frame=obs.frame)
+        ms = 1e3 * obs.dt
+        raise ConfigError(f"finetune.horizon ({horizon * ms:g} ms) must be 0 or a multiple of "
+                          f"the policy's waypoint spacing ({obs.waypoint_every * ms:g} ms) >= its "
+                          f"horizon ({obs.horizon * ms:g} ms)")
+    new_obs = dataclasses.replace(obs, horizon=horizon)
     old_w, new_w = 3 * obs.num_waypoints, 3 * new_obs.num_waypoints
     old_cols = torch.cat([torch.arange(STATE_DIM + old_w),
                           torch.arange(STATE_DIM + new_w, new_obs.dim)])

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quadpipe.config import ExpertConfig
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig, observe
 from quadpipe.sim.expert import MODE_FORWARD, gait_phase
@@ -51,7 +52,8 @@ def functional(policy: Policy) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 class PolicyController:
-    """future (P, T, W, 3): the targets of P paths; path_of (E,): the path of each episode.
+    """future (P, T, W, 3): the targets of P paths; path_of (E,): the path of each episode;
+    expert: its torque limit.
 
     rows (E,) and batch: run the MLP on a zero-padded batch of `batch` rows with episode e at row
     rows[e], so that an episode's torques do not depend on which other episodes share the call
@@ -59,15 +61,16 @@ class PolicyController:
     """
 
     def __init__(self, policy: Policy, obs: ObsConfig, future: np.ndarray, path_of: np.ndarray,
-                 torque_limit: float, rows: np.ndarray | None = None,
+                 expert: ExpertConfig, rows: np.ndarray | None = None,
                  batch: int | None = None) -> None:
         self.policy = functional(policy.cpu().eval())
         self.obs, self.future, self.path_of = obs, future, np.asarray(path_of)
-        self.limit = torque_limit
+        self.limit = expert.torque_limit
         self.rows = None if rows is None else np.asarray(rows)
         self.batch = batch if batch is not None else (0 if rows is None else len(self.rows))
         num = future.shape[1]
-        self.phase = gait_phase(np.arange(1, num + 1), np.full(num, MODE_FORWARD))
+        # the gait clock at the policy's own step (its training profile's)
+        self.phase = gait_phase(np.arange(1, num + 1), np.full(num, MODE_FORWARD), obs.dt)
         self.last_x: np.ndarray | None = None  # float32 observations of the last call
 
     def torques(self, k: int, idx: np.ndarray, qpos: np.ndarray, qvel: np.ndarray

@@ -145,7 +145,7 @@ def collect(policy: Policy, obs: ObsConfig, expert: ExpertConfig, episodes: int,
         np.zeros((0, num + 1, len(obs.offsets), 3))
     labels = ExpertController({j: t.steering(expert, follower) for j, t in enumerate(targets)},
                               expert, follower)
-    actor = PolicyController(policy, obs, future, np.arange(len(mine)), expert.torque_limit,
+    actor = PolicyController(policy, obs, future, np.arange(len(mine)), expert,
                              rows=mine, batch=episodes)
     xs, ys, eps = [], [], []
     sq, count = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)

@@ -60,7 +60,7 @@ def build_policy(cfg: TrainConfig, meta: dict[str, Any]) -> Policy:
     """The MLP with the training split's normalisation (`meta` from `prepare`); its initial
     weights depend on `cfg.seed` alone (the global torch generator is seeded here)."""
     torch.manual_seed(cfg.seed)
-    policy = Policy(cfg.obs.dim, ACTION_DIM, tuple(cfg.hidden))
+    policy = Policy(len(meta["X_mean"]), ACTION_DIM, tuple(cfg.hidden))
     policy.set_normalisation(meta["X_mean"], meta["X_std"], meta["Y_mean"], meta["Y_std"],
                              in_floor=cfg.input_std_floor)
     return policy

@@ -18,8 +18,9 @@ The observation (learn.samples.observe builds it; `input_layout` names every col
 | last 2 (gait_clock) | sin, cos of the gait phase; 0, 0 while standing | 1 |
 
 Waypoint k (1-based) is where the base should be `k * waypoint_every` steps (of dt s) ahead. The
-layout, the observation settings and the torque limit go into each file as metadata (ONNX
-metadata_props; TorchScript extra file `quadpipe.json`), so a file documents its own inputs.
+policy acts once per step of dt_s (`rate_hz`, the physics profile it was trained on, `sim`). The
+layout, the observation settings, the rate and the torque limit go into each file as metadata
+(ONNX metadata_props; TorchScript extra file `quadpipe.json`), so a file documents its inputs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 
 from quadpipe.config import ExpertConfig
 from quadpipe.errors import QuadpipeError
-from quadpipe.learn.policy import Policy, load_checkpoint
+from quadpipe.learn.policy import Policy, load_for, trained_profile
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.sim.state import STATE_DIM
 
@@ -71,7 +72,8 @@ def output_layout() -> list[dict[str, str]]:
 def metadata(obs: ObsConfig, ckpt: dict[str, Any], expert: ExpertConfig) -> dict[str, Any]:
     """What a robot-side program needs to feed the policy, stored inside each exported file."""
     return {"format": "quadpipe-policy-export-1", "input": INPUT, "output": OUTPUT,
-            "obs": dataclasses.asdict(obs), "dt_s": expert.dt,
+            "obs": dataclasses.asdict(obs), "dt_s": obs.dt, "rate_hz": 1.0 / obs.dt,
+            "sim": trained_profile(ckpt),
             "input_layout": input_layout(obs), "output_layout": output_layout(),
             "torque_limit_nm": expert.torque_limit,
             "clamp": "not applied; clamp to +-torque_limit_nm",
@@ -123,11 +125,12 @@ def export_checkpoint(checkpoint: str | Path, onnx_out: str | Path | None = None
                       expert: ExpertConfig = ExpertConfig()) -> dict[str, Path]:
     """Export a best.pt to whichever of ONNX and TorchScript is asked for.
 
-    `expert` gives the step (dt) and the motor torque limit recorded in the files' metadata.
+    `expert` gives the motor torque limit recorded in the files' metadata; its physics must be
+    the policy's (the rate the files state is the policy's own step).
     """
     if onnx_out is None and torchscript_out is None:
         raise ExportError("nothing to export: give --onnx OUT.onnx and/or --torchscript OUT.pt")
-    policy, obs, ckpt = load_checkpoint(checkpoint)
+    policy, obs, ckpt = load_for(checkpoint, expert)
     meta = metadata(obs, ckpt, expert)
     written = {}
     if onnx_out is not None:

@@ -33,14 +33,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested, shares_fit
+from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested, shares_fit, steps_in
 from quadpipe.control.paths import PIECES
 from quadpipe.errors import ConfigError, QuadpipeError
 from quadpipe.learn import tracking
 from quadpipe.learn.actor_critic import ActorCritic, extend_horizon
 from quadpipe.learn.history import write_history
 from quadpipe.learn.path_env import FINETUNE_STREAM, TERMS, RewardConfig, draw_episodes
-from quadpipe.learn.policy import Policy, load_checkpoint, save_checkpoint
+from quadpipe.learn.policy import (
+    Policy,
+    check_profile,
+    load_checkpoint,
+    save_checkpoint,
+    trained_profile,
+)
 from quadpipe.learn.ppo import PPOConfig, Rollout, collect, make_optimizer, update
 from quadpipe.learn.progress import log_to_bar, progress_bar
 from quadpipe.learn.samples import ObsConfig
@@ -79,7 +85,7 @@ class FinetuneConfig:
     bc_weight: float = 0.0  # weight of the expert-label loss (the DAgger loss); 0 = off
     bc_decay: float = 1.0  # its factor per iteration
     widen_inputs: bool = False  # input scale widened to the first iteration's spread (actor_critic)
-    horizon: int = 0  # steps of future path observed; 0: the imitated policy's (actor_critic)
+    horizon: int = 0  # ms of future path observed; 0: the imitated policy's (actor_critic)
     horizon_gain: float = 10.0  # the new waypoints' input scale (actor_critic.fit_input_scale)
     threads: int = 1  # physics threads
     ppo: PPOConfig = PPOConfig()
@@ -166,18 +172,20 @@ def load_state(path: str | Path) -> dict[str, Any]:
                        "run `quadpipe finetune` first", "run that job again")
 
 
-def _start(start_file: Path, job: int, seed: int, cfg: FinetuneConfig
+def _start(start_file: Path, job: int, seed: int, cfg: FinetuneConfig, expert: ExpertConfig
            ) -> tuple[ActorCritic, dict[str, Any], dict[str, Any], str]:
     """(actor-critic, checkpoint info, state so far, start digest) of job `job`."""
     if job == 0:
         policy, obs, ckpt = load_checkpoint(start_file)
+        check_profile(ckpt, expert, start_file)
         digest = _weights_digest(policy.state_dict())
-        policy, obs, fresh = extend_horizon(policy, obs, cfg.horizon or obs.horizon)
+        horizon = steps_in(cfg.horizon, obs.dt) if cfg.horizon else obs.horizon
+        policy, obs, fresh = extend_horizon(policy, obs, horizon)
         torch.manual_seed(int(np.random.SeedSequence((FINETUNE_STREAM, seed)).generate_state(1)[0]))
         ac = ActorCritic(policy, cfg.critic_hidden, cfg.init_std)
         info = {"obs": dataclasses.asdict(obs), "train_config": ckpt.get("train_config"),
                 "architecture": policy.architecture, "imitation": str(start_file),
-                "fresh_inputs": fresh.tolist()}
+                "fresh_inputs": fresh.tolist(), "sim": trained_profile(ckpt)}
         return ac, info, {"iteration": 0, "history": [], "optimizer": None}, digest
     prev = load_state(start_file)
     if prev["seed"] != seed or prev["job"] != job - 1:
@@ -219,7 +227,7 @@ def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, j
     if not 0 <= first < last:
         raise FinetuneError(f"job {job} is beyond finetune.iterations = {cfg.iterations} "
                             f"({cfg.jobs} jobs of {cfg.iterations_per_job})")
-    ac, info, state, start = _start(start_file, job, seed, cfg)
+    ac, info, state, start = _start(start_file, job, seed, cfg, expert)
     fp = fingerprint(cfg, seed, job, start, expert, rand)
     opt = make_optimizer(ac, cfg.ppo)
     if state["optimizer"] is not None:
@@ -298,7 +306,7 @@ def _row(it: int, r: Rollout, stats: dict[str, float], bc: float, cfg: FinetuneC
          dt: float, collect_s: float, update_s: float) -> dict[str, float]:
     """One finetune.csv row: the rollout's figures, the reward terms, the update's."""
     n = len(r.fell)
-    alive = np.sum(r.valid, axis=0) * cfg.ppo.block * dt
+    alive = np.sum(r.valid, axis=0) * steps_in(cfg.ppo.block, dt) * dt
     return {"iteration": it + 1, "return": float(np.sum(r.reward) / n),
             **{f"reward_{t}": float(np.mean(r.terms[t])) for t in TERMS},
             "fall_fraction": float(np.mean(r.fell)),
@@ -341,7 +349,7 @@ def finish(state_file: str | Path, out_dir: str | Path, cfg: FinetuneConfig, see
                           "tracking_error_m_last5": float(np.mean(
                               [h["tracking_error_m"] for h in tail])),
                           "fall_fraction_last5": float(np.mean(
-                              [h["fall_fraction"] for h in tail]))}}
+                              [h["fall_fraction"] for h in tail]))}, "sim": info["sim"]}
     path = save_checkpoint(out / "finetuned.pt", ac.actor, _obs(info),
                            info["train_config"] or {}, extra)
     write_history(out / "finetune.csv", history)

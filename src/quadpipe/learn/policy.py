@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from quadpipe.config import ExpertConfig, sim_config
 from quadpipe.errors import QuadpipeError
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.learn.tagged_files import load_tagged
@@ -115,3 +116,34 @@ def load_checkpoint(path: str | Path) -> tuple[Policy, ObsConfig, dict[str, Any]
     policy.load_state_dict(ckpt["state_dict"])
     policy.eval()
     return policy, ObsConfig(**ckpt["obs"]), ckpt
+
+
+def load_for(path: str | Path, expert: ExpertConfig
+             ) -> tuple[Policy, ObsConfig, dict[str, Any]]:
+    """`load_checkpoint`, refusing a policy trained on other physics than `expert.sim`'s."""
+    policy, obs, ckpt = load_checkpoint(path)
+    check_profile(ckpt, expert, path)
+    return policy, obs, ckpt
+
+
+def trained_profile(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The physics profile (SimConfig as a dict) the checkpoint's policy learned on; checkpoints
+    from before profiles learned on the original's 1-ms physics."""
+    if ckpt.get("sim"):
+        return dict(ckpt["sim"])
+    return dataclasses.asdict(sim_config({"profile": "original",
+                                          "timestep": ckpt.get("obs", {}).get("dt", 0.001)}))
+
+
+def check_profile(ckpt: dict[str, Any], expert: ExpertConfig, path: str | Path) -> None:
+    """Refuse to run a policy on physics other than its own: every figure would silently
+    measure a policy off its training physics. The suite's fidelity condition does it on
+    purpose, and says so in its result (evaluation.suite)."""
+    trained, here = trained_profile(ckpt), dataclasses.asdict(expert.sim)
+    if trained != here:
+        diff = ", ".join(f"{k} {trained.get(k)!r} vs {v!r}" for k, v in here.items()
+                         if trained.get(k) != v)
+        raise CheckpointError(
+            f"{path}: trained on the {trained.get('profile')!r} physics profile, this run "
+            f"simulates {here['profile']!r} ({diff}); use the sim settings it was trained with, "
+            "or retrain it (only the suite's fidelity condition crosses profiles)")

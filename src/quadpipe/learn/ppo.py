@@ -45,7 +45,7 @@ SUCCESS_PROGRESS = 0.9  # the suite's (evaluation.metrics), which learn/ may not
 class PPOConfig:
     """The update's settings (learn.finetune.FinetuneConfig holds them with the rest)."""
 
-    block: int = 20  # ms per decision
+    block: int = 20  # ms per decision (whole physics steps)
     gamma: float = 0.99  # per block (a 2-s horizon at 20 ms)
     lam: float = 0.95
     clip: float = 0.2
@@ -86,7 +86,7 @@ def collect(ac: ActorCritic, obs_cfg: ObsConfig, eps: EpisodeSet, expert: Expert
             reward: RewardConfig, cfg: PPOConfig, gen: torch.Generator, threads: int = 1,
             labels: bool = False, follower: FollowerConfig = FollowerConfig()) -> Rollout:
     """Run every episode of `eps` under the stochastic actor (module docstring)."""
-    n, num, block, limit, dt = len(eps.targets), eps.num_steps, cfg.block, \
+    n, num, block, limit, dt = len(eps.targets), eps.num_steps, expert.sim.steps(cfg.block), \
         expert.torque_limit, expert.dt
     nb = -(-num // block)
     dim = obs_cfg.dim
@@ -94,7 +94,7 @@ def collect(ac: ActorCritic, obs_cfg: ObsConfig, eps: EpisodeSet, expert: Expert
     forward = functional(policy)
     std = ac.log_std.detach().exp()
     out_std = policy.out_std.detach()
-    phase = gait_phase(np.arange(1, num + 2), np.full(num + 1, MODE_FORWARD))
+    phase = gait_phase(np.arange(1, num + 2), np.full(num + 1, MODE_FORWARD), dt)
     r = Rollout(obs=np.zeros((nb, n, dim), np.float32), action=np.zeros((nb, n, 12), np.float32),
                 mean=np.zeros((nb, n, 12), np.float32), logp=np.zeros((nb, n), np.float32),
                 value=np.zeros((nb, n), np.float32), reward=np.zeros((nb, n)),

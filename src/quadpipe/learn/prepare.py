@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from quadpipe.config import ExpertConfig, expert_from_json
+from quadpipe.config import ExpertConfig, expert_from_json, steps_in
 from quadpipe.data import dataset
 from quadpipe.errors import DatasetError
 from quadpipe.learn.progress import progress_bar
 from quadpipe.learn.samples import ObsConfig, trajectory_phase, trajectory_samples
+from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.state import ACTION_DIM
 
 SPLITS = (dataset.TRAIN, dataset.VALID)
@@ -63,7 +64,12 @@ def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, strid
         if dataset.TRAIN not in splits:
             raise DatasetError(f"{path}: no trajectory in the train split; use a dataset with "
                                "at least 2 trajectories")
-        gains = _expert_gains(_file_expert(f, path))
+        expert = _file_expert(f, path)
+        if abs(obs.dt - expert.dt) > 1e-12:
+            raise DatasetError(f"{path}: made at {expert.dt * 1e3:g}-ms physics steps, the "
+                               f"samples asked for observe at {obs.dt * 1e3:g} ms; prepare "
+                               "them with the dataset's step (TrainConfig.obs_at)")
+        gains = _expert_gains(expert)
         counts = {s: 0 for s in SPLITS}
         per_traj = []
         for name in names:
@@ -110,14 +116,26 @@ def prepare(dataset_path: str | Path, out_dir: str | Path, obs: ObsConfig, strid
         stats[f"{key}_mean"] = mean.tolist()
         stats[f"{key}_std"] = np.sqrt(np.maximum(sq[key] / n - mean ** 2, 0.0)).tolist()
     meta = {"fingerprint": fp, "counts": counts, "trajectories": {
-        s: splits.count(s) for s in SPLITS}, "expert": gains, **stats}
+        s: splits.count(s) for s in SPLITS}, "expert": gains, "dt": expert.dt,
+        "sim": dataclasses.asdict(expert.sim), **stats}
     with dataset.atomic_path(meta_file) as tmp_meta:
         tmp_meta.write_text(json.dumps(meta))
     return meta
 
 
+def prepare_for(dataset_path: str | Path, out_dir: str | Path, cfg: TrainConfig,
+                progress: bool | None = None) -> dict[str, Any]:
+    """`prepare` with `cfg`'s durations in whole steps of the dataset's physics profile."""
+    dt = dataset_expert(Path(dataset_path)).dt
+    return prepare(dataset_path, out_dir, cfg.obs_at(dt), steps_in(cfg.sample_stride, dt),
+                   progress)
+
+
 def dataset_expert(path: Path) -> ExpertConfig:
     """The expert settings that made the dataset: DAgger must label with the same expert."""
+    path = Path(path)
+    if not path.exists():
+        _missing(path)
     with dataset.open_file(path) as f:
         return _file_expert(f, path)
 

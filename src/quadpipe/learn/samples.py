@@ -32,10 +32,11 @@ FRAMES = ("heading", "world")
 class ObsConfig:
     """What the policy observes; stored in every checkpoint so evaluation rebuilds it exactly."""
 
-    horizon: int = 50  # steps ahead of the last waypoint (the original; TrainConfig sets 1000)
+    horizon: int = 50  # steps ahead of the last waypoint (the original; TrainConfig sets 1 s)
     waypoint_every: int = 10  # steps between waypoints
     gait_clock: bool = False  # add sin/cos of the CPG phase
     frame: str = "heading"  # "heading" (robot-centred, yaw removed) or "world" (the original)
+    dt: float = 0.001  # s per step: the rate the policy acts at (its physics profile's step)
 
     def __post_init__(self) -> None:
         if self.waypoint_every < 1 or self.horizon < self.waypoint_every:
@@ -94,8 +95,9 @@ def observe(qpos: np.ndarray, qvel: np.ndarray, future: np.ndarray, obs: ObsConf
 def trajectory_phase(commands: np.ndarray, num_steps: int, cmd_duration: float, dt: float
                      ) -> np.ndarray:
     """(T,) CPG phase (rad) the expert used at each step of a trajectory, NaN while standing."""
-    modes = command_modes(commands, ExpertConfig(dt=dt, cmd_duration=cmd_duration))[:num_steps]
-    phase = gait_phase(np.arange(1, len(modes) + 1), modes)
+    sim = dataclasses.replace(ExpertConfig().sim, timestep=dt)
+    modes = command_modes(commands, ExpertConfig(cmd_duration=cmd_duration, sim=sim))[:num_steps]
+    phase = gait_phase(np.arange(1, len(modes) + 1), modes, dt)
     return np.where(modes == MODE_STAND, np.nan, phase)
 
 

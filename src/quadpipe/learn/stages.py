@@ -126,6 +126,7 @@ def snapshot(state: dict[str, Any], fp: str, rnd: int, cfg: TrainConfig, meta: d
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "counts": {"train": int(meta["counts"][dataset.TRAIN]),
                    "valid": int(meta["counts"][dataset.VALID])},
+        "dt": meta["dt"], "sim": meta["sim"],  # the physics the policy learned on
         "dagger": dict(dag), **state}
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from quadpipe.config import steps_in
 from quadpipe.data import dataset
 from quadpipe.learn import tracking
 from quadpipe.learn.batches import Batches
@@ -45,7 +46,7 @@ from quadpipe.learn.history import plot_history, write_history
 from quadpipe.learn.mirror import Mirror
 from quadpipe.learn.noise import JointNoise
 from quadpipe.learn.policy import Policy, save_checkpoint
-from quadpipe.learn.prepare import dataset_expert, load_arrays, prepare
+from quadpipe.learn.prepare import dataset_expert, load_arrays, prepare_for
 from quadpipe.learn.progress import log_to_bar, progress_bar
 from quadpipe.learn.stages import (
     StageError,
@@ -78,7 +79,8 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
     if (rnd == 0) != (previous is None):
         raise StageError(f"round {rnd}: " + ("behaviour cloning starts from no previous stage"
                                              if rnd == 0 else "needs the previous stage's state"))
-    meta = prepare(dataset_path, sample_dir, cfg.obs, cfg.sample_stride, progress)
+    meta = prepare_for(dataset_path, sample_dir, cfg, progress)
+    obs = cfg.obs_at(meta["dt"])
     xt, yt = load_arrays(sample_dir, dataset.TRAIN)
     xv, yv = load_arrays(sample_dir, dataset.VALID)
     device = resolve_device(cfg.device)
@@ -95,7 +97,7 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
     rng = np.random.default_rng(cfg.seed)
     noise = JointNoise(cfg, meta["expert"], device, meta["X_std"]) \
         if cfg.noise_q or cfg.noise_qd or cfg.noise_base else None
-    mirror = Mirror(cfg.obs, device) if cfg.mirror else None
+    mirror = Mirror(obs, device) if cfg.mirror else None
     n_epochs = cfg.epochs if rnd == 0 else cfg.dagger_epochs
     state: dict[str, Any] = {"epoch": 0, "samples_seen": 0, "history": [], "stage_epoch": 0,
                              "epoch_models": []}
@@ -115,7 +117,7 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
     # the seed's run (…/seed_<k>/stages/round_<r>.pt), which every stage and the evaluation
     # jobs append to (learn.tracking)
     tracker = tracking.for_training(cfg, out_file.parent.parent, {
-        "train": dataclasses.asdict(cfg), "dataset": str(dataset_path), "obs_dim": cfg.obs.dim,
+        "train": dataclasses.asdict(cfg), "dataset": str(dataset_path), "obs_dim": obs.dim,
         "train_samples": len(xt), "valid_samples": len(xv)})
     if state["stage_epoch"] == 0:
         log.info("round %d: training on %d samples (%d valid, %d from DAgger), device %s", rnd,
@@ -188,8 +190,10 @@ def collect_part(state_file: str | Path, dataset_path: str | Path, cfg: TrainCon
     policy = Policy.from_architecture(prev["architecture"])
     policy.load_state_dict(prev["model"])
     start = time.perf_counter()
-    got = dagger.collect(policy, cfg.obs, dataset_expert(Path(dataset_path)),
-                         cfg.dagger_episodes, cfg.dagger_seconds, cfg.dagger_stride,
+    expert = dataset_expert(Path(dataset_path))
+    got = dagger.collect(policy, cfg.obs_at(expert.dt), expert,
+                         cfg.dagger_episodes, cfg.dagger_seconds,
+                         steps_in(cfg.dagger_stride, expert.dt),
                          cfg.dagger_expert_share / 2 ** (rnd - 1), cfg.seed, rnd, part, parts,
                          threads=max(1, cfg.threads), rand=rand, arc_deg=cfg.dagger_arc_deg)
     log.info("DAgger round %d, part %d of %d: %d episodes, %d samples in %.0f s; policy "
@@ -233,9 +237,10 @@ def finish(state_files: str | Path | Sequence[str | Path], out_dir: str | Path,
         extra = {"epoch": chosen.epoch, "valid_loss": chosen.valid_loss,
                  "dagger_round": chosen.round, "selection": selection}
         _add_selection(history, selection)
-    save_checkpoint(out / "best.pt", policy, cfg.obs, cfg, extra)
+    obs, sim = cfg.obs_at(state["dt"]), {"sim": state["sim"]}
+    save_checkpoint(out / "best.pt", policy, obs, cfg, {**extra, **sim})
     policy.load_state_dict(state["model"])
-    save_checkpoint(out / "last.pt", policy, cfg.obs, cfg, state["last"])
+    save_checkpoint(out / "last.pt", policy, obs, cfg, {**state["last"], **sim})
     write_history(out / "history.csv", history)
     plot_history(history, out / "loss.png")
     return {"best_epoch": best_epoch, "best_valid_loss": best_loss,

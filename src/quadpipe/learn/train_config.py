@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from quadpipe.config import steps_in
 from quadpipe.errors import ConfigError
 from quadpipe.learn import tracking
 from quadpipe.learn.mirror import observation_map
@@ -26,9 +27,10 @@ class TrainConfig:
     input_std_floor: float = 0.0  # least std an input is normalised by (learn.epochs.build_policy)
     lr_decay_epoch: int = 15  # 1-based epoch from which lr is x0.1; 0 = never
     hidden: tuple[int, ...] = (256, 256, 128)
-    horizon: int = 1000  # steps to the last waypoint (the original: 50; docs/training.md)
-    waypoint_every: int = 200  # steps between waypoints (the original: 10)
-    sample_stride: int = 20  # use every k-th step of a trajectory as a sample
+    # durations in ms, whole physics steps of the dataset's profile at training (obs_at)
+    horizon: int = 1000  # ms to the last waypoint (the original: 50 steps of 1 ms)
+    waypoint_every: int = 200  # ms between waypoints (the original: 10)
+    sample_stride: int = 20  # ms between a trajectory's samples
     gait_clock: bool = True  # add sin/cos of the CPG phase (issue: off; measured: needed)
     noise_q: float = 0.1  # rad, std of joint-angle noise with expert-relabelled torques; 0 = off
     noise_qd: float = 1.0  # rad/s, std of joint-velocity noise (relabelled likewise)
@@ -39,7 +41,7 @@ class TrainConfig:
     dagger_rounds: int = 3  # 0 = plain behaviour cloning (why 3: docs/training.md, Finding 6)
     dagger_episodes: int = 64  # episodes per round, each on its own random path
     dagger_seconds: float = 8.0  # s per episode (from standing)
-    dagger_stride: int = 5  # record every k-th step of an episode
+    dagger_stride: int = 5  # ms between an episode's recorded samples
     dagger_epochs: int = 4  # epochs on the aggregated samples after each round
     dagger_expert_share: float = 0.5  # share of round 1's episodes the expert drives; halved
     # each further round (the rest run the policy)
@@ -79,8 +81,9 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         tracking.check(self.logger, self.wandb_mode)
         if self.mirror:
-            observation_map(self.obs)  # a ConfigError unless the observation can be mirrored
+            observation_map(self.obs_at(0.001))  # a ConfigError unless it can be mirrored
 
-    @property
-    def obs(self) -> ObsConfig:
-        return ObsConfig(self.horizon, self.waypoint_every, self.gait_clock, self.path_frame)
+    def obs_at(self, dt: float) -> ObsConfig:
+        """What the policy observes at physics steps of `dt` s (the durations in whole steps)."""
+        return ObsConfig(steps_in(self.horizon, dt), steps_in(self.waypoint_every, dt),
+                         self.gait_clock, self.path_frame, dt)

@@ -73,20 +73,26 @@ def filter_knobs(targets: np.ndarray, cfg: ExpertConfig, start: np.ndarray = KNO
     return out
 
 
-def gait_phase(steps: np.ndarray, modes: np.ndarray) -> np.ndarray:
-    """CPG phase (rad) at 1-based global step index `steps`: k * freq * 0.01 * 2 pi."""
+def gait_phase(steps: np.ndarray, modes: np.ndarray, dt: float) -> np.ndarray:
+    """CPG phase (rad) at 1-based global step index `steps` of `dt` s: t/ms * freq * 0.01 * 2 pi.
+
+    The original advanced the phase by freq * 0.01 * 2 pi per 1-ms step; stated in time, the
+    gait is the same at any step (at 1 ms, `steps * 1.0`: the original's bits).
+    """
     freq = np.where(modes == MODE_BACKWARD, GAIT_BACKWARD[0], GAIT_FORWARD[0])
-    return np.asarray(steps, dtype=np.float64) * freq * 0.01 * 2.0 * np.pi
+    ms = np.asarray(steps, dtype=np.float64) * (dt / 0.001)
+    return ms * freq * 0.01 * 2.0 * np.pi
 
 
-def joint_references(steps: np.ndarray, modes: np.ndarray, knobs: np.ndarray) -> np.ndarray:
+def joint_references(steps: np.ndarray, modes: np.ndarray, knobs: np.ndarray, dt: float
+                     ) -> np.ndarray:
     """(T, 12) joint references from 1-based step indices, gait modes and filtered knobs.
 
     Joint order FR, FL, RR, RL x (hip, thigh, calf).
     """
     params = np.where((modes == MODE_BACKWARD)[:, None], GAIT_BACKWARD, GAIT_FORWARD)
     a_th, c_th, a_cf, c_cf = (params[:, i:i + 1] for i in range(1, 5))
-    phase = gait_phase(steps, modes)[:, None]
+    phase = gait_phase(steps, modes, dt)[:, None]
     osc = (modes != MODE_STAND)[:, None]
     scale = np.where(IS_LEFT, knobs[:, 0:1], knobs[:, 1:2])  # (T, 4)
     hip = np.where(IS_LEFT, knobs[:, 2:3], knobs[:, 3:4])
@@ -103,7 +109,7 @@ def references(commands: np.ndarray, cfg: ExpertConfig = ExpertConfig()) -> np.n
     """(T, 12) joint references (the `ctrl` of the native-PD model) for a whole command sequence."""
     modes = command_modes(commands, cfg)
     knobs = filter_knobs(knob_targets(commands, cfg), cfg)
-    return joint_references(np.arange(1, len(modes) + 1), modes, knobs)
+    return joint_references(np.arange(1, len(modes) + 1), modes, knobs, cfg.dt)
 
 
 def standing_pose() -> tuple[float, float]:

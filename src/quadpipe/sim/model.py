@@ -12,7 +12,7 @@ from importlib import resources
 import mujoco
 import numpy as np
 
-from quadpipe.config import ExpertConfig
+from quadpipe.config import ExpertConfig, SimConfig
 
 MODEL_FILE = "a1.xml"
 LEGS = ("FR", "FL", "RR", "RL")
@@ -26,15 +26,39 @@ def _load() -> mujoco.MjModel:
     return mujoco.MjModel.from_xml_string(xml)
 
 
+INTEGRATORS = {"Euler": mujoco.mjtIntegrator.mjINT_EULER,
+               "implicitfast": mujoco.mjtIntegrator.mjINT_IMPLICITFAST,
+               "implicit": mujoco.mjtIntegrator.mjINT_IMPLICIT,
+               "RK4": mujoco.mjtIntegrator.mjINT_RK4}
+CONES = {"pyramidal": mujoco.mjtCone.mjCONE_PYRAMIDAL, "elliptic": mujoco.mjtCone.mjCONE_ELLIPTIC}
+
+
+def apply_profile(model: mujoco.MjModel, sim: SimConfig) -> None:
+    """Set `model`'s step, integrator, friction cone, solver and foot contacts to profile `sim`.
+
+    The XML holds the original's settings; the profile overwrites all of them, so a model's
+    physics is exactly its profile's whatever the XML says.
+    """
+    opt = model.opt
+    opt.timestep = sim.timestep
+    opt.integrator = INTEGRATORS[sim.integrator]
+    opt.cone = CONES[sim.cone]
+    opt.impratio = sim.impratio
+    opt.iterations = sim.iterations
+    opt.ls_iterations = sim.ls_iterations
+    for leg in LEGS:
+        model.geom_condim[model.geom(f"{leg}_foot").id] = sim.foot_condim
+
+
 def build_model(cfg: ExpertConfig = ExpertConfig(), pd: str = "native") -> mujoco.MjModel:
-    """The A1 model with timestep `cfg.dt` and actuators set for `pd`.
+    """The A1 model on the physics of `cfg.sim`, with actuators set for `pd`.
 
     pd="native": position servos, ctrl = joint reference, torque = clamp(Kp (ref-q) - Kd qd).
     pd="torque": ctrl = joint torque (clamped to the limit), for a PD computed outside MuJoCo
     (the policy, and the naive per-step Python loop the tests and benchmarks compare against).
     """
     model = _load()
-    model.opt.timestep = cfg.dt
+    apply_profile(model, cfg.sim)
     kp = np.tile(np.asarray(cfg.kp, dtype=float), 4)
     kd = np.tile(np.asarray(cfg.kd, dtype=float), 4)
     model.actuator_biasprm[:] = 0.0
