@@ -79,7 +79,8 @@ def main() -> None:
         print(f"policy: {args.checkpoint}")
     else:
         cfg = TrainConfig()
-        policy, obs = Policy(cfg.obs.dim, 12, cfg.hidden).eval(), cfg.obs
+        obs = cfg.obs_at(expert.dt)
+        policy = Policy(obs.dim, 12, cfg.hidden).eval()
         print(f"policy: untrained ({args.checkpoint} not found); it falls early")
     torch.set_num_threads(1)
     model = build_model(expert, pd="torque")

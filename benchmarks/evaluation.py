@@ -155,7 +155,8 @@ def main() -> None:
         policies = {}
         for i in range(len(args.checkpoints)):
             torch.manual_seed(i)
-            policies[f"seed_{i}"] = (Policy(cfg.obs.dim, 12, cfg.hidden).eval(), cfg.obs)
+            obs = cfg.obs_at(expert.dt)
+            policies[f"seed_{i}"] = (Policy(obs.dim, 12, cfg.hidden).eval(), obs)
         print("policies: untrained (checkpoints not found); they fall early")
     model = build_model(expert, pd="torque")
     q0 = start_qpos(model)

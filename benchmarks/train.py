@@ -24,7 +24,7 @@ from quadpipe.config import ExpertConfig, GenerateConfig
 from quadpipe.control.closed_loop import start_qpos
 from quadpipe.learn.epochs import build_policy
 from quadpipe.learn.policy import Policy
-from quadpipe.learn.prepare import load_arrays, prepare
+from quadpipe.learn.prepare import load_arrays, prepare_for
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.model import build_model
@@ -34,7 +34,7 @@ def training_rate(dataset: Path, work: Path, batches: int = 200) -> float:
     """Samples/s of forward + backward + AdamW step on the CPU, batch 256, prepared arrays."""
     cfg = TrainConfig(device="cpu")
     torch.set_num_threads(cfg.threads)  # as quadpipe.learn.train.train_stage does on the CPU
-    meta = prepare(dataset, work / "samples", cfg.obs, cfg.sample_stride, progress=False)
+    meta = prepare_for(dataset, work / "samples", cfg, progress=False)
     x, y = load_arrays(work / "samples", "train")
     policy = build_policy(cfg, meta)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from quadpipe.evaluation.tables import baseline_rows, headline_rows
+from quadpipe.evaluation.tables import baseline_rows, headline_rows, physics_sentence
 
 
 def machine() -> dict[str, Any]:
@@ -88,6 +88,8 @@ def headline_markdown(paths: list[dict[str, Any]], suite: list[dict[str, Any]],
                 "episode, median (bootstrap over seeds and episodes).", "",
                 _md_table(["condition", "expert success", "policy success", "policy - expert",
                            "McNemar", "per seed", "error ratio"], rows), ""]
+        if physics_sentence(suite):
+            out += [physics_sentence(suite), ""]
         if all("baseline" in r for r in suite):
             out += _versus_baseline(suite)
     return "\n".join(out)

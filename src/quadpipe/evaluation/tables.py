@@ -131,6 +131,27 @@ def seed_table(results: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["condition", "seed"])
 
 
+def _profile(sim: dict[str, Any]) -> str:
+    return (f"`{sim['profile']}` ({1e3 * sim['timestep']:g}-ms steps, {sim['cone']} cones, "
+            f"condim-{sim['foot_condim']} feet)")
+
+
+def physics_sentence(suite: list[dict[str, Any]]) -> str:
+    """What the suite's conditions ran on, in one sentence (empty for results from before the
+    profiles): the policies' own profile, and the fidelity condition's if it ran."""
+    notes = [r["physics"] for r in suite if "physics" in r]
+    if not notes:
+        return ""
+    out = f"Physics: the policies' profile {_profile(notes[0]['policies'])}"
+    cross = [(r, r["physics"]) for r in suite if r.get("physics", {}).get("cross_profile")]
+    for r, p in cross:
+        out += (f"; {r['condition']}: the first {r['expert']['n']} nominal episodes on "
+                f"{_profile(p['episodes'])}, each policy deciding every "
+                f"{p['policy_decision_ms']:g} ms (torques held between decisions) and the expert "
+                f"at every {p['physics_step_ms']:g}-ms step")
+    return out + "."
+
+
 def headline_rows(paths: list[dict[str, Any]], suite: list[dict[str, Any]]
                   ) -> tuple[list[list[str]], list[list[str]]]:
     """(rows per path, rows per condition) of the headline, as text cells."""
@@ -187,6 +208,8 @@ def headline_rst(paths: list[dict[str, Any]], suite: list[dict[str, Any]]) -> st
                 "over episodes both walked (bootstrap 95 % interval over seeds and episodes).", "",
                 _rst_table(["condition", "expert success", "policy success", "policy - expert",
                             "McNemar", "error ratio (median)"], crow), ""]
+        if physics_sentence(suite):
+            out += [physics_sentence(suite), ""]
     return "\n".join(out) + "\n"
 
 
