@@ -84,11 +84,14 @@ changed), writes them to `results/logs/<rule>/….json` and passes that file to 
 - an `eval` key reruns evaluate, the videos, the eval pages and the report, not the suite; a new
   or edited entry of `eval.paths` runs only its own evaluate and video;
 - a `suite` key reruns the suite's conditions (a `randomized` or `pushes` range only that
-  condition), the eval pages and the report; `suite.threads` nothing;
+  condition, `fidelity_episodes` and `fidelity_profile` only the fidelity condition), the eval
+  pages and the report; `suite.threads` nothing;
 - more `dataset.shards` generates only the new shards, then re-merges (and what reads the
   dataset);
 - an `expert`, `stability` or `generate` key regenerates every shard; `generate.threads` does not
   (the data do not depend on it);
+- a `sim` key (the physics profile, [physics.md](physics.md)) regenerates every shard and reruns
+  everything after it: every job simulates on it or learns from what did;
 - `randomize.data` regenerates every shard (and what reads the dataset); `randomize.dagger`
   reruns the DAgger collection and the rounds after it, not the data or behaviour cloning; a
   range in `randomize.physics` / `randomize.pushes` reruns only the stages that randomise (while

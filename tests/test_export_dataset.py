@@ -15,7 +15,7 @@ from conftest import TINY_EXPERT
 
 from quadpipe.data import dataset
 
-EVERY = 20
+EVERY = round(0.02 / TINY_EXPERT.dt)  # a frame every 20 ms: 50 Hz
 
 
 def _source(path: Path) -> dict[str, dict]:
@@ -170,7 +170,7 @@ def test_cli_export_dataset_refuses_bad_input_in_one_line(tiny_shard, tmp_path) 
 
     r = cli(str(tiny_shard), "--format", "lerobot", "--out", str(tmp_path / "x"), "--every", "3")
     hz = 1.0 / (3 * TINY_EXPERT.dt)  # every 3rd step of the tiny shard's physics
-    assert r.returncode == 2 and f"{hz:.1f} Hz" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert r.returncode == 2 and f"{hz:.4g} Hz" in r.stderr and len(r.stderr.splitlines()) == 1
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     r = cli(str(tiny_shard), "--format", "lerobot", "--out", str(tmp_path / "mine"))

@@ -39,9 +39,9 @@ def _real_observations(tiny_shard, obs) -> np.ndarray:
 def test_onnx_and_torchscript_match_pytorch(exported, tiny_policies, tiny_shard) -> None:
     import onnxruntime as ort
 
-    policy, obs, _ = load_checkpoint(tiny_policies[0])
+    policy, obs, ckpt = load_checkpoint(tiny_policies[0])
     x = _real_observations(tiny_shard, obs)
-    assert len(x) > 100
+    assert len(x) > 20
     with torch.inference_mode():
         want = policy(torch.from_numpy(x)).numpy()
     assert np.abs(want).max() > 1.0  # real torques, not a degenerate all-zero check
@@ -67,6 +67,9 @@ def test_onnx_and_torchscript_match_pytorch(exported, tiny_policies, tiny_shard)
     files = {"quadpipe.json": ""}
     torch.jit.load(str(exported["torchscript"]), _extra_files=files)
     assert json.loads(files["quadpipe.json"])["obs"] == meta["obs"]
+    # and the rate it expects: one decision per step of the profile it was trained on
+    assert meta["dt_s"] == obs.dt == 0.004 and meta["rate_hz"] == pytest.approx(250.0)
+    assert meta["sim"] == ckpt["sim"] and meta["sim"]["profile"] == "fast"
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import importlib.util
 import json
 import re
 import shutil
@@ -104,6 +105,55 @@ def test_small_dag_produces_every_result(finished):
     assert replayed["reproduced"]
     assert sorted(p.name for p in (finished / "results/shards").glob("*.h5")) == [
         "shard_0.h5", "shard_1.h5"]
+
+
+@pytest.mark.slow
+def test_the_default_run_simulates_on_the_fast_profile_and_checks_on_the_original(finished):
+    import h5py
+
+    from quadpipe.learn.policy import load_checkpoint
+
+    with h5py.File(finished / "results/dataset/dataset.h5") as f:
+        assert f.attrs["sim_profile"] == "fast" and f.attrs["dt"] == 0.004
+    _, obs, ckpt = load_checkpoint(finished / "results/train/best.pt")
+    assert obs.dt == 0.004 and ckpt["sim"]["profile"] == "fast"
+    fidelity = json.loads((finished / "results/eval/suite/fidelity.json").read_text())
+    assert fidelity["physics"]["cross_profile"] and len(fidelity["episodes"]) == 3
+    assert fidelity["physics"]["episodes"]["timestep"] == 0.001
+    headline = (finished / "results/eval/headline.md").read_text()
+    assert "fidelity: the first 3 nominal episodes on `original` (1-ms steps" in headline
+
+
+@pytest.mark.slow
+def test_the_original_profile_runs_the_small_dag_end_to_end(tmp_path):
+    """`sim.profile: original`, the original's 1-kHz physics, end to end: the data, the
+    policies and every evaluation on it (its fidelity condition on the same physics)."""
+    change = tmp_path / "original.yaml"
+    change.write_text(yaml.safe_dump({"sim": {"profile": "original"}}))
+    snakemake(tmp_path, "--configfile", str(TEST_CONFIG), str(change), "--cores", "all")
+    import h5py
+
+    from quadpipe.learn.policy import load_checkpoint
+
+    with h5py.File(tmp_path / "results/dataset/dataset.h5") as f:
+        assert f.attrs["sim_profile"] == "original" and f.attrs["dt"] == 0.001
+        n = f["trajectory_00001"].attrs["num_timesteps"]
+        assert n == len(f["trajectory_00001/command_sequence"]) * 400  # 0.4-s commands
+    _, obs, ckpt = load_checkpoint(tmp_path / "results/train/seed_1/best.pt")
+    assert obs.dt == 0.001 and obs.horizon == 1000 and obs.waypoint_every == 200
+    assert ckpt["sim"]["profile"] == "original"
+    fidelity = json.loads((tmp_path / "results/eval/suite/fidelity.json").read_text())
+    assert not fidelity["physics"]["cross_profile"]
+    assert (tmp_path / "report.html").stat().st_size > 0
+    if importlib.util.find_spec("onnxruntime"):  # the export extra: its metadata's rate
+        snakemake(tmp_path, "--configfile", str(TEST_CONFIG), str(change), "--cores", "1",
+                  "export_policy")
+        import onnx
+
+        meta = {p.key: p.value for p in
+                onnx.load(str(tmp_path / "results/train/best.onnx")).metadata_props}
+        info = json.loads(meta["quadpipe"])
+        assert info["rate_hz"] == 1000.0 and info["sim"]["profile"] == "original"
 
 
 @pytest.mark.slow

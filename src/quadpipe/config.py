@@ -73,10 +73,6 @@ class SimConfig:
         """Whole physics steps in `ms` milliseconds (steps_in)."""
         return steps_in(ms, self.timestep)
 
-    @property
-    def rate_hz(self) -> float:
-        return 1.0 / self.timestep
-
 
 PROFILES: dict[str, SimConfig] = {
     "fast": SimConfig(),  # the field's cost, the default (docs/physics.md)

@@ -73,7 +73,7 @@ def _view_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trajectory", type=int, default=1, help="trajectory id (default 1)")
     p.add_argument("--fps", type=float, default=60.0,
                    help="frames per second of simulated time; an arrow key steps one frame "
-                        "(default 60; 1000 steps through every 1-ms row)")
+                        "(default 60; 1 / dt steps through every row)")
     p.add_argument("--speed", type=float, default=1.0,
                    help="playback speed, 1 = real time (default 1)")
 

@@ -27,14 +27,15 @@ def _export_policy(args: argparse.Namespace) -> None:
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    from quadpipe.data.export_frames import DEFAULT_EVERY
+    from quadpipe.data.export_frames import DEFAULT_EVERY, FRAME_MS
 
     p.add_argument("dataset", help="merged dataset (or a shard) HDF5 file")
     p.add_argument("--format", required=True, choices=("robomimic", "lerobot"),
                    help="robomimic: one HDF5 file; lerobot: a LeRobot v3.0 dataset folder")
     p.add_argument("--out", required=True, help="file (robomimic) or folder (lerobot) to write")
     p.add_argument("--every", type=int, default=DEFAULT_EVERY,
-                   help=f"keep every k-th 1-ms step (default {DEFAULT_EVERY}: 50 Hz)")
+                   help="keep every k-th physics step of the file (default: a frame every "
+                        f"{FRAME_MS:g} ms, 50 Hz)")
 
 
 @verb("export-dataset", _dataset_args)

@@ -1,11 +1,12 @@
 """What the dataset exporters share: the trajectories at a chosen rate, in quadpipe's split.
 
-A quadpipe trajectory has one row per 1-ms simulation step; other libraries train on control-rate
-frames. Frame j of a trajectory is step `j * every` (every >= 1; the default 20 gives 50 Hz, the
-stride the policy trains on), and holds that step's state (before the step) and the torque
-applied during it (data.dataset's pairing). `every` keeps the torque of the frame's own step
-rather than an average: it is what the expert commanded in that state, so a learner sees
-(state, action) pairs of the expert and nothing interpolated.
+A quadpipe trajectory has one row per physics step (1 ms on the original profile, 4 ms on the
+default one); other libraries train on control-rate frames. Frame j of a trajectory is step `j *
+every` (every >= 1; by default a frame every 20 ms, 50 Hz, the stride the policy trains on), and
+holds that step's state (before the step) and the torque applied during it (data.dataset's
+pairing). `every` keeps the torque of the frame's own step rather than an average: it is what the
+expert commanded in that state, so a learner sees (state, action) pairs of the expert and nothing
+interpolated.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from quadpipe.config import steps_in
 from quadpipe.data import dataset
 from quadpipe.errors import ConfigError, DatasetError
 from quadpipe.sim.commands import NAMES
 
-DEFAULT_EVERY = 20
+DEFAULT_EVERY = None  # a frame every FRAME_MS, in the file's steps
+FRAME_MS = 20.0
 ROBOT = "unitree_a1"
 
 
@@ -57,6 +60,14 @@ def check_every(every: int) -> int:
     return every
 
 
+def resolve_every(path: str | Path, every: int | None) -> int:
+    """`every`, or None: the steps of the file's physics in FRAME_MS (50 Hz)."""
+    if every is not None:
+        return check_every(every)
+    with dataset.open_file(path) as f:
+        return steps_in(FRAME_MS, float(f.attrs["dt"]))
+
+
 def command_per_step(commands: np.ndarray, num_steps: int, cmd_duration: float, dt: float
                      ) -> np.ndarray:
     """(num_steps,) the code in force at each step: each command lasts cmd_duration / dt steps."""
@@ -65,9 +76,9 @@ def command_per_step(commands: np.ndarray, num_steps: int, cmd_duration: float, 
     return np.asarray(commands, dtype=np.int32)[idx]
 
 
-def read_frames(path: str | Path, every: int = DEFAULT_EVERY) -> Iterator[Frames]:
+def read_frames(path: str | Path, every: int | None = DEFAULT_EVERY) -> Iterator[Frames]:
     """Every trajectory of a quadpipe file at the export rate, in id order."""
-    every = check_every(every)
+    every = resolve_every(path, every)
     with dataset.open_file(path) as f:
         names = dataset.trajectory_names(f)
         if not names:
@@ -84,8 +95,9 @@ def read_frames(path: str | Path, every: int = DEFAULT_EVERY) -> Iterator[Frames
                          t.states[nxt], t.qpos[nxt], t.qvel[nxt], cmd[nxt])
 
 
-def settings(path: str | Path, every: int) -> dict[str, Any]:
+def settings(path: str | Path, every: int | None) -> dict[str, Any]:
     """The robot and the generation settings of the file, for the export's own metadata."""
+    every = resolve_every(path, every)
     with dataset.open_file(path) as f:
         attrs = dict(f.attrs)
     try:

@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 
 from quadpipe.data import dataset
-from quadpipe.data.export_frames import DEFAULT_EVERY, ROBOT, Frames, read_frames, settings
+from quadpipe.data.export_frames import (
+    DEFAULT_EVERY,
+    ROBOT,
+    Frames,
+    read_frames,
+    resolve_every,
+    settings,
+)
 from quadpipe.errors import ConfigError, QuadpipeError
 
 CODEBASE_VERSION = "v3.0"
@@ -66,7 +73,8 @@ def fps_of(dt: float, every: int) -> int:
     rate = 1.0 / (dt * every)
     if abs(rate - round(rate)) > 1e-6 * rate:
         raise ConfigError(f"--every {every} at dt = {dt} s gives {rate:.4g} Hz; LeRobot needs a "
-                          "whole number of frames per second (e.g. --every 20: 50 Hz)")
+                          f"whole number of frames per second (e.g. --every "
+                          f"{max(1, round(0.02 / dt))}: 50 Hz)")
     return int(round(rate))
 
 
@@ -108,7 +116,8 @@ def _stats(values: np.ndarray) -> dict[str, list]:
     return {k: np.asarray(a).tolist() for k, a in out.items()}
 
 
-def export(source: str | Path, out: str | Path, every: int = DEFAULT_EVERY) -> dict[str, int]:
+def export(source: str | Path, out: str | Path, every: int | None = DEFAULT_EVERY
+           ) -> dict[str, int]:
     """Write the LeRobot dataset folder `out` (replaced whole) from the quadpipe file `source`."""
     try:
         import pandas as pd
@@ -117,6 +126,7 @@ def export(source: str | Path, out: str | Path, every: int = DEFAULT_EVERY) -> d
     except ImportError as exc:
         raise QuadpipeError("LeRobot export needs pyarrow; pip install 'quadpipe[export]'") \
             from exc
+    every = resolve_every(source, every)
     meta = settings(source, every)
     fps = fps_of(meta["dt_s"], every)
     frames = list(read_frames(source, every))

@@ -29,14 +29,16 @@ import h5py
 import numpy as np
 
 from quadpipe.data import dataset
-from quadpipe.data.export_frames import DEFAULT_EVERY, read_frames, settings
+from quadpipe.data.export_frames import DEFAULT_EVERY, read_frames, resolve_every, settings
 
 ENV_NAME = "quadpipe-a1-locomotion"
 OBS_KEYS = ("state", "qpos", "qvel", "command")
 
 
-def export(source: str | Path, out: str | Path, every: int = DEFAULT_EVERY) -> dict[str, int]:
+def export(source: str | Path, out: str | Path, every: int | None = DEFAULT_EVERY
+           ) -> dict[str, int]:
     """Write `out` (atomically) from the quadpipe file `source`; returns demo and frame counts."""
+    every = resolve_every(source, every)
     meta = settings(source, every)
     masks: dict[str, list[str]] = {dataset.TRAIN: [], dataset.VALID: []}
     total = 0

@@ -2,7 +2,7 @@
 
 DAgger can only copy the expert; reinforcement learning optimises what is wanted, so a reward says
 it: follow the moving target (the suite's tracking error is the distance to it), face along the
-path, stay up, and do it with small, smooth torques. Per simulated millisecond, in units per
+path, stay up, and do it with small, smooth torques. Per physics step, in units per
 second (each term is multiplied by dt when summed, so a block's reward does not depend on dt):
 
     track       w_track   * exp(-(d / track_sigma)^2)        d: base-to-target distance, m
@@ -10,14 +10,14 @@ second (each term is multiplied by dt when summed, so a block's reward does not 
                                                               at the target, wrapped, rad
     alive       w_alive
     torque      -w_torque * mean((u / limit)^2)              u: applied torques, N m
-    action_rate -w_rate   * mean(((u - u_prev) / limit)^2)   u_prev: last millisecond's
+    action_rate -w_rate   * mean(((u - u_prev) / limit)^2)   u_prev: the last step's
 
 An episode ends when the robot falls (control.closed_loop.fallen, the suite's test: no crawling);
 the fall ends the return (no bootstrap), while an episode that runs out of time is bootstrapped
 with the critic's value at its last state.
 
 Episodes. Iteration i of a seed runs `episodes` episodes from standing, each `seconds` long, all
-starting together (control.closed_loop: one MLP call for all live episodes per millisecond,
+starting together (control.closed_loop: one MLP call for all live episodes per physics step,
 `mj_step` per episode over threads). Episode e of iteration i draws its path and speed from
 `SeedSequence((FINETUNE_STREAM, seed), spawn_key=(i, e))`; if it is among the randomised
 share, its physics and pushes from the `randomize` ranges in `(i, e, 1)`; if among the kicked
