@@ -12,8 +12,8 @@ torques every physics step. The policy outputs torques at each step at the state
 evaluation; what is sampled per block is the exploration offset a - mean(s_j), held for the
 block, on top of the policy's own mean at each step (state-dependent exploration held over
 several steps, as gSDE does: white noise at the physics rate is filtered away by the legs'
-inertia before it changes the return). The transition of block j is (s_j, a_j, log pi(a_j | s_j), V(s_j), the block's summed
-reward); the log-probability is the per-block marginal Gaussian at s_j, as gSDE's PPO uses.
+inertia before it changes the return). The transition of block j is (s_j, a_j, log pi(a_j | s_j),
+V(s_j), the block's summed reward); the log-probability is the per-block marginal Gaussian at s_j, as gSDE's PPO uses.
 
 Optionally (`bc_weight`) the actor also regresses onto the expert's torque labels at the states
 it visits (the DAgger loss, annealed by `bc_decay` per iteration): it keeps the policy near what
