@@ -7,13 +7,13 @@ which keeps environments, their random streams and torch's global generator runn
 iteration to the next: here an iteration's episodes, noise and mini-batches come from (seed,
 iteration) alone, so a job killed between iterations resumes bit for bit (learn.finetune).
 
-Decisions every `block` ms (20 ms: 50 Hz, the legged-robotics norm; whole physics steps),
-torques every physics step. The policy outputs torques at each step at the state reached, as in
-evaluation; what is sampled per block is the exploration offset a - mean(s_j), held for the
-block, on top of the policy's own mean at each step (state-dependent exploration held over
-several steps, as gSDE does: white noise at the physics rate is filtered away by the legs'
-inertia before it changes the return). The transition of block j is (s_j, a_j, log pi(a_j | s_j),
-V(s_j), the block's summed reward); the log-probability is the per-block marginal Gaussian at s_j, as gSDE's PPO uses.
+Decisions every `block` ms (20 ms: 50 Hz, the legged-robotics norm; whole physics steps), torques
+every physics step. The policy outputs torques at each step at the state reached, as in evaluation;
+what is sampled per block is the exploration offset a - mean(s_j), held for the block, on top of
+the policy's own mean at each step (state-dependent exploration held over several steps, as gSDE
+does: white noise at the physics rate is filtered away by the legs' inertia before it changes the
+return). The transition of block j is (s_j, a_j, log pi(a_j | s_j), V(s_j), the block's summed
+reward); the log-probability is the per-block marginal Gaussian at s_j, as gSDE's PPO uses.
 
 Optionally (`bc_weight`) the actor also regresses onto the expert's torque labels at the states
 it visits (the DAgger loss, annealed by `bc_decay` per iteration): it keeps the policy near what
