@@ -198,6 +198,13 @@ def test_the_split_suite_is_the_unsplit_one_bit_for_bit(tiny_policies, tmp_path)
     assert split == whole
     assert [e["episode"] for e in split["episodes"]] == list(range(5))
     assert "baseline" in split and "vs_baseline" in split
+    # suite.jobs: 1, as the workflow runs it: one part of one, then its combination
+    one = tmp_path / "part_0_of_1.json"
+    assert main([*base, "--part", "0", "--parts", "1", "--out", str(one)]) == 0
+    assert main(["suite-combine", "--parts", str(one), "--out", str(tmp_path / "one.json")]) == 0
+    alone = json.loads((tmp_path / "one.json").read_text())
+    alone.pop("steps_per_s")
+    assert alone == whole
 
     with pytest.raises(ConfigError, match="each part exactly once"):
         combine([json.loads(parts[0].read_text())])

@@ -99,15 +99,18 @@ def _render(args: argparse.Namespace) -> None:
 
 def _suite_args(p: argparse.ArgumentParser) -> None:
     _checkpoint_args(p)
-    p.add_argument("--condition", required=True, help="nominal, randomized or pushes")
+    p.add_argument("--condition", required=True,
+                   help="nominal, randomized, pushes or fidelity")
     p.add_argument("--baseline", nargs="*", default=[],
                    help="one more checkpoint per seed run on the same episodes (the imitated "
                    "policies a fine-tuning started from): compared with --checkpoint's")
     p.add_argument("--out", required=True, help="JSON of every episode and the aggregates "
                    "(with --parts: the part's episodes, for suite-combine)")
     p.add_argument("--part", type=int, default=0, help="this job's part of the episodes, 0-based")
-    p.add_argument("--parts", type=int, default=1,
-                   help="jobs the condition's episodes are split over (default 1: all here)")
+    p.add_argument("--parts", type=int, default=None,
+                   help="jobs the condition's episodes are split over; given (even 1), --out is "
+                   "this part's file for suite-combine; without it, all episodes here and --out "
+                   "the condition's JSON")
     p.add_argument("--threads", type=int, help="simulation threads (default: suite.threads)")
     p.add_argument("--config", help="YAML with suite and expert sections")
 
@@ -128,8 +131,8 @@ def _suite(args: argparse.Namespace) -> None:
     seeds = args.seeds if args.seeds is not None else list(range(len(args.checkpoint)))
     part = run_part(args.checkpoint, seeds, args.condition, suite,
                     expert_config(cfg),
-                    args.baseline or None, args.part, args.parts)
-    if args.parts > 1:
+                    args.baseline or None, args.part, args.parts or 1)
+    if args.parts is not None:  # a part for suite-combine, as the workflow runs it
         write_json(part, args.out)
         print(f"{args.condition}: part {args.part} of {args.parts}, "
               f"{len(part['episodes'])} episodes -> {args.out}")

@@ -30,7 +30,7 @@ class TrainConfig:
     # durations in ms, whole physics steps of the dataset's profile at training (obs_at)
     horizon: int = 1000  # ms to the last waypoint (the original: 50 steps of 1 ms)
     waypoint_every: int = 200  # ms between waypoints (the original: 10)
-    sample_stride: int = 20  # ms between a trajectory's samples
+    sample_stride: int = 40  # ms between a trajectory's samples
     gait_clock: bool = True  # add sin/cos of the CPG phase (issue: off; measured: needed)
     noise_q: float = 0.1  # rad, std of joint-angle noise with expert-relabelled torques; 0 = off
     noise_qd: float = 1.0  # rad/s, std of joint-velocity noise (relabelled likewise)
@@ -39,13 +39,13 @@ class TrainConfig:
     mirror: bool = False  # mirror half of each batch left-right (learn.mirror; heading frame)
     # DAgger on random paths after behaviour cloning (quadpipe.learn.dagger; why: docs/training.md)
     dagger_rounds: int = 3  # 0 = plain behaviour cloning (why 3: docs/training.md, Finding 6)
-    dagger_episodes: int = 64  # episodes per round, each on its own random path
+    dagger_episodes: int = 128  # episodes per round, each on its own random path
     dagger_seconds: float = 8.0  # s per episode (from standing)
-    dagger_stride: int = 5  # ms between an episode's recorded samples
-    dagger_epochs: int = 4  # epochs on the aggregated samples after each round
+    dagger_stride: int = 8  # ms between an episode's recorded samples
+    dagger_epochs: int = 5  # epochs on the aggregated samples after each round
     dagger_expert_share: float = 0.5  # share of round 1's episodes the expert drives; halved
     # each further round (the rest run the policy)
-    dagger_full_lr_epochs: int = 2  # a round's first epochs at lr, the rest at lr x0.1; 0: every
+    dagger_full_lr_epochs: int = 3  # a round's first epochs at lr, the rest at lr x0.1; 0: every
     # round at the rate behaviour cloning ended with (before; docs/training.md, Finding 11)
     dagger_arc_deg: tuple[float, float] = (30.0, 180.0)  # turn of an arc of a DAgger path (deg)
     threads: int = 1  # torch CPU threads and DAgger simulation threads
