@@ -124,3 +124,13 @@ def test_headline_is_valid_rst_with_both_tables(tmp_path) -> None:
     header = next(r for r in per_seed if "McNemar exact p" in r)
     seed_1 = {h: c for h, c in zip(header[-len(per_seed[-1]):], per_seed[-1], strict=True)}
     assert seed_1["episodes only policy / only expert succeeded"] == "0 / 1"
+
+
+def test_a_difference_under_half_a_point_is_not_printed_as_zero() -> None:
+    """296/300 against the expert's 99/100 is -1/3 of a point: "-0.3", where a whole-point format
+    gave "-0"; an exact zero stays "+0", whole points stay whole."""
+    from quadpipe.evaluation.tables import points
+
+    assert points(296 / 300 - 99 / 100) == "-0.3"
+    assert points(0.0) == "+0" and points(0.02) == "+2" and points(-0.05) == "-5"
+    assert points(0.004) == "+0.4"

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from quadpipe.control.paths import parse_paths
-from quadpipe.config import sim_config
+from quadpipe.config import PROFILES, sim_config
 from quadpipe.errors import ConfigError
 from quadpipe.overrides import apply_overrides, check, check_relations, load_schema
 
@@ -375,12 +375,16 @@ def eval_videos(wildcards=None):
 
 def suite_parts(wildcards):
     """A condition's part files: suite.jobs of them, at most one per episode (the figures do not
-    depend on the split)."""
+    depend on the split). The fidelity condition's steps are shorter than the run's (1 ms on
+    the original's physics against 4 ms): its episodes cost ~2.5x, so it is split twice as
+    finely and the run's last jobs stay short."""
     s = config["suite"]
-    episodes = s["episodes"]
+    episodes, jobs = s["episodes"], s["jobs"]
     if wildcards.condition == "fidelity":
         episodes = min(s["fidelity_episodes"], episodes)
-    n = min(s["jobs"], episodes)
+        if PROFILES[s["fidelity_profile"]].timestep < SIM.timestep:
+            jobs *= 2
+    n = min(jobs, episodes)
     return [
         f"results/eval/suite/{wildcards.condition}/part_{k}_of_{n}.json"
         for k in range(n)

@@ -77,6 +77,9 @@ rule suite_part:
         settings="results/logs/suite/{condition}/part_{part}_of_{parts}.json",
     benchmark:
         "results/benchmarks/suite/{condition}/part_{part}_of_{parts}.tsv"
+    # the longest jobs once the policies are there: before the named paths, so the run does not
+    # end on one of them alone
+    priority: 1
     conda:
         CONDA_ENV
     threads: config["suite"]["threads"]

@@ -64,8 +64,15 @@ def _diff(paired: dict[str, Any] | None) -> str:
     if not paired or paired["success_diff"] is None:
         return "-"
     ci = paired["success_diff_ci95"]
-    return (f"{100 * paired['success_diff']:+.0f} pp [{100 * ci[0]:+.0f}, {100 * ci[1]:+.0f}]"
-            if ci else f"{100 * paired['success_diff']:+.0f} pp")
+    d = points(paired["success_diff"])
+    return f"{d} pp [{points(ci[0])}, {points(ci[1])}]" if ci else f"{d} pp"
+
+
+def points(share: float) -> str:
+    """A share as signed percentage points, whole unless that reads 0 for a difference that is
+    not (-1/3 of a point, 296/300 against 99/100, is -0.3, not -0)."""
+    whole = f"{100 * share:+.0f}"
+    return f"{100 * share:+.1f}" if share != 0 and whole in ("+0", "-0") else whole
 
 
 def suite_table(results: list[dict[str, Any]]) -> pd.DataFrame:
