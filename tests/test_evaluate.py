@@ -174,3 +174,13 @@ def test_cli_bad_path_is_one_line(tiny_policies, tmp_path, capsys) -> None:
                  "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown shape 'spiral'" in err
+
+
+def test_cross_track_distances_are_the_per_point_loops_bit_for_bit() -> None:
+    """The broadcast form of the cross-track error: the same sums in the same order."""
+    from quadpipe.evaluation.metrics import cross_track
+
+    rng = np.random.default_rng(3)
+    path, points = rng.normal(size=(1700, 2)), rng.normal(size=(700, 2))
+    loop = np.array([np.sqrt(np.min(np.sum((path - p) ** 2, axis=1))) for p in points])
+    np.testing.assert_array_equal(cross_track(points, path, rows=100), loop)

@@ -21,7 +21,7 @@ from quadpipe.config import (
     steps_in,
     to_json,
 )
-from quadpipe.control.closed_loop import Held
+from quadpipe.control.closed_loop import Held, start_qpos
 from quadpipe.errors import ConfigError
 from quadpipe.evaluation.rollouts import decision_hold
 from quadpipe.evaluation.suite import SuiteConfig, run_condition, run_part
@@ -164,3 +164,39 @@ def test_the_fidelity_condition_runs_the_policies_on_the_original_physics(tiny_p
     episodes = [e for p in parts for e in p["episodes"]]
     assert json.dumps(episodes, sort_keys=True) == json.dumps(whole["episodes"], sort_keys=True)
 
+
+
+@pytest.mark.parametrize("expert", [FAST, ORIGINAL], ids=["fast", "original"])
+def test_the_experts_chunks_planned_together_are_each_planned_alone(expert) -> None:
+    """The path-following expert plans every episode's chunk at once (control.follower.plan):
+    the same references and knob states, bit for bit, as the per-episode filter and CPG."""
+    from quadpipe.control.follower import FollowerConfig, Target, knob_target, plan
+    from quadpipe.control.paths import random_path
+    from quadpipe.sim.expert import filter_knobs, joint_references
+    from quadpipe.sim.state import wrap_angle, yaw
+
+    q0 = start_qpos(build_model(expert, pd="torque"))
+    rng = np.random.default_rng(5)
+    targets = [Target.from_start(*random_path(rng, 4.0), q0, 0.25, expert.dt) for _ in range(3)]
+    together = [t.steering(expert, FollowerConfig()) for t in targets]
+    alone = [t.steering(expert, FollowerConfig()) for t in targets]
+    n = expert.sim.steps(25.0)
+    for step in (0, n, 2 * n):
+        qpos = np.tile(q0, (3, 1))
+        qpos[:, :2] += rng.normal(scale=0.05, size=(3, 2))
+        got = plan(together, qpos, step, n, expert)
+        for e, s in enumerate(alone):  # the formula the expert used one episode at a time
+            p = s.proj.project(qpos[e, :2])
+            look = s.proj.point(p + s.cfg.lookahead)
+            err = wrap_angle(np.arctan2(look[1] - qpos[e, 1], look[0] - qpos[e, 0])
+                             - yaw(qpos[e, 3:7]))
+            turn = float(np.clip(err / s.cfg.heading_saturation, -1.0, 1.0))
+            lead = p - s.speed * step * expert.dt
+            scale = float(np.clip(1.0 - 0.5 * lead / s.cfg.slow_distance, s.cfg.min_scale, 1.0))
+            k = filter_knobs(np.tile(knob_target(turn, scale, expert), (n, 1)), expert,
+                             start=s.knobs)
+            s.knobs = k[-1]
+            want = joint_references(np.arange(step + 1, step + n + 1),
+                                    np.full(n, MODE_FORWARD, dtype=np.int8), k, expert.dt)
+            np.testing.assert_array_equal(got[e], want)
+            np.testing.assert_array_equal(together[e].knobs, s.knobs)

@@ -14,12 +14,13 @@ model in the batched closed loop (control.closed_loop) beside the policies it is
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
 from quadpipe.config import ExpertConfig
 from quadpipe.control.paths import place
-from quadpipe.sim.expert import KNOBS_AT_REST, MODE_FORWARD, filter_knobs, joint_references
+from quadpipe.sim.expert import KNOBS_AT_REST, MODE_FORWARD, joint_references
 from quadpipe.sim.state import wrap_angle, yaw
 
 
@@ -119,8 +120,8 @@ class Steering:
         self.proj, self.speed, self.expert, self.cfg = proj, speed, expert, cfg
         self.knobs = KNOBS_AT_REST.copy()
 
-    def references(self, qpos: np.ndarray, step: int, n: int) -> np.ndarray:
-        """(n, 12) joint references for steps step+1 .. step+n, steered from pose `qpos` (19,)."""
+    def target(self, qpos: np.ndarray, step: int) -> np.ndarray:
+        """(4,) knob targets of the chunk after step `step`, steered from pose `qpos` (19,)."""
         cfg, expert = self.cfg, self.expert
         s = self.proj.project(qpos[:2])
         look = self.proj.point(s + cfg.lookahead)
@@ -129,11 +130,35 @@ class Steering:
         turn = float(np.clip(err / cfg.heading_saturation, -1.0, 1.0))
         lead = s - self.speed * step * expert.dt
         scale = float(np.clip(1.0 - 0.5 * lead / cfg.slow_distance, cfg.min_scale, 1.0))
-        targets = np.tile(knob_target(turn, scale, expert), (n, 1))
-        k = filter_knobs(targets, expert, start=self.knobs)
-        self.knobs = k[-1]
-        steps = np.arange(step + 1, step + n + 1)
-        return joint_references(steps, np.full(n, MODE_FORWARD, dtype=np.int8), k, expert.dt)
+        return knob_target(turn, scale, expert)
+
+    def references(self, qpos: np.ndarray, step: int, n: int) -> np.ndarray:
+        """(n, 12) joint references for steps step+1 .. step+n, steered from pose `qpos` (19,)."""
+        return plan([self], qpos[None], step, n, self.expert)[0]
+
+
+def plan(steering: Sequence[Steering], qpos: np.ndarray, step: int, n: int,
+         expert: ExpertConfig) -> np.ndarray:
+    """(E, n, 12) joint references of E episodes for steps step+1 .. step+n, steered from their
+    poses qpos (E, 19); advances each one's knob filter.
+
+    Only the steering (a windowed projection per path) runs per episode; the knob filter and the
+    CPG run for every episode's chunk at once: the chunk's knob target is constant, so the filter
+    is `filter_knobs`' closed form over one run, and the references are elementwise. The same
+    operations in the same order as one episode at a time, so the same bits; a DAgger round's
+    labels and the suite's expert spent as long here as in the physics when it looped.
+    """
+    targets = np.stack([s.target(q, step) for s, q in zip(steering, qpos, strict=True)])
+    start = np.stack([s.knobs for s in steering])
+    alpha = expert.dt / (expert.knob_tau + expert.dt)
+    decay = (1.0 - alpha) ** np.arange(1, n + 1)
+    knobs = targets[:, None, :] + (start - targets)[:, None, :] * decay[None, :, None]
+    for s, last in zip(steering, knobs[:, -1], strict=True):
+        s.knobs = last.copy()
+    steps = np.tile(np.arange(step + 1, step + n + 1), len(steering))
+    refs = joint_references(steps, np.full(len(steps), MODE_FORWARD, dtype=np.int8),
+                            knobs.reshape(-1, 4), expert.dt)
+    return refs.reshape(len(steering), n, 12)
 
 
 def expert_torque(qpos: np.ndarray, qvel: np.ndarray, ref: np.ndarray, expert: ExpertConfig
@@ -166,8 +191,8 @@ class ExpertController:
                  ) -> np.ndarray:
         j = k % self.chunk
         if j == 0:
-            for row, i in enumerate(idx):
-                self.refs[i] = self.steering[i].references(qpos[row], k, self.chunk)
+            self.refs[idx] = plan([self.steering[i] for i in idx], qpos, k, self.chunk,
+                                  self.expert)
         return expert_torque(qpos, qvel, self.refs[idx, j], self.expert)
 
 

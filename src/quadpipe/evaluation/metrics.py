@@ -35,7 +35,7 @@ def episode_metrics(qpos: np.ndarray, record_every: int, fall_step: int, target:
     every = max(1, steps_in(20.0, dt) // record_every)
     sub = np.concatenate([xy[::every], xy[-1:]])
     near = path.xy[path.s <= goal + 1.0]
-    cross = np.array([np.sqrt(np.min(np.sum((near - p) ** 2, axis=1))) for p in sub])
+    cross = cross_track(sub, near)
     proj = Projector(path.s, path.xy)
     reached = [proj.project(p) for p in sub]
     return {
@@ -54,6 +54,17 @@ def episode_metrics(qpos: np.ndarray, record_every: int, fall_step: int, target:
         "fell": bool(fell),
         "fall_time_s": float(fall_step * dt) if fell else None,
     }
+
+
+def cross_track(points: np.ndarray, path_xy: np.ndarray, rows: int = 256) -> np.ndarray:
+    """(S,) distance of each point (S, 2) to the nearest path sample (M, 2): one broadcast per
+    block of `rows` points instead of a Python loop over them (a suite part's metrics were a
+    fifth of its time), the same sums in the same order, so the same bits."""
+    out = np.empty(len(points))
+    for a in range(0, len(points), rows):
+        d = np.sum((path_xy[None, :, :] - points[a:a + rows, None, :]) ** 2, axis=2)
+        out[a:a + rows] = np.sqrt(np.min(d, axis=1))
+    return out
 
 
 def success(m: dict[str, Any], min_progress: float = SUCCESS_PROGRESS) -> bool:
