@@ -443,4 +443,4 @@ def all_results():
 
 def export_every():
     """export.every (ms between frames) in whole steps of the dataset's physics."""
-    return max(1, round(config["export"]["every"] * 1e-3 / SIM.timestep))
+    return SIM.steps(config["export"]["every"])
