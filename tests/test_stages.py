@@ -28,7 +28,7 @@ from quadpipe.learn.train_config import TrainConfig
 CFG = TrainConfig(epochs=12, lr_decay_epoch=6, sample_stride=1, hidden=(32, 32, 32),
                   batch_size=16, device="cpu", horizon=200, waypoint_every=40, seed=3,
                   dagger_rounds=1, dagger_episodes=5, dagger_seconds=0.3, dagger_stride=10,
-                  dagger_epochs=8, dagger_expert_share=0.4)
+                  dagger_epochs=8, dagger_expert_share=0.4, dagger_full_lr_epochs=2)
 RESUMED = re.compile(r"resuming round (\d) after epoch (\d+)")
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
@@ -124,8 +124,10 @@ def test_one_or_three_collection_jobs_give_the_same_policy(tiny_shard, chain, tm
         assert tensors_equal(a.state_dict(), b.state_dict()), name
     # ... and `quadpipe train` (every stage in one process) gives that policy too
     train(tiny_shard, tmp_path / "whole", CFG, sample_dir=chain["samples"], progress=False)
-    a, _, _ = load_checkpoint(tmp_path / "whole" / "best.pt")
-    assert tensors_equal(a.state_dict(), b.state_dict())
+    for name in ("best.pt", "last.pt"):  # (best against best: it compared with last.pt alone)
+        a, _, _ = load_checkpoint(tmp_path / "whole" / name)
+        b, _, _ = load_checkpoint(tmp_path / "one" / name)
+        assert tensors_equal(a.state_dict(), b.state_dict()), name
 
 
 def test_a_stage_of_the_wrong_round_is_refused_in_one_line(tiny_shard, chain, tmp_path, capsys):
@@ -194,7 +196,7 @@ def test_a_killed_selection_job_leaves_nothing_and_its_rerun_chooses_the_same(ti
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "train": {**dataclasses.asdict(CFG), "hidden": list(CFG.hidden)},
-        "select": {"episodes": 6, "seconds": 1.0}}))
+        "select": {"episodes": 12, "seconds": 3.0}}))  # long enough to be killed mid-way
     stages = [str(chain["round_0"]), str(chain["round_1"])]
 
     def cmd(out: Path) -> list[str]:

@@ -165,8 +165,10 @@ def test_nothing_to_do_after_a_finished_run(finished):
 def test_a_training_parameter_reruns_train_eval_and_report_only(finished):
     jobs = planned(finished, {"train": {"epochs": 3}})
     assert set(jobs) == TRAINING | AFTER_TRAIN
-    assert len(jobs["policy"]) == 2 and len(jobs["evaluate"]) == 2 and len(jobs["suite"]) == 3
-    assert len(jobs["suite_part"]) == 6  # two per condition (suite.jobs)
+    assert len(jobs["policy"]) == 2 and len(jobs["evaluate"]) == 2 and len(jobs["suite"]) == 4
+    # two per condition (suite.jobs), the fidelity condition's twice as many, at most one per
+    # episode (3)
+    assert len(jobs["suite_part"]) == 2 * 3 + 3
     # both seeds' stages (behaviour cloning, DAgger round 1) and collections (2 jobs each)
     assert len(jobs["train_stage"]) == 4 and len(jobs["dagger_collect"]) == 4
 

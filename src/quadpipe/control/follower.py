@@ -20,7 +20,7 @@ import numpy as np
 
 from quadpipe.config import ExpertConfig
 from quadpipe.control.paths import place
-from quadpipe.sim.expert import KNOBS_AT_REST, MODE_FORWARD, joint_references
+from quadpipe.sim.expert import KNOBS_AT_REST, forward_references
 from quadpipe.sim.state import wrap_angle, yaw
 
 
@@ -144,9 +144,10 @@ def plan(steering: Sequence[Steering], qpos: np.ndarray, step: int, n: int,
 
     Only the steering (a windowed projection per path) runs per episode; the knob filter and the
     CPG run for every episode's chunk at once: the chunk's knob target is constant, so the filter
-    is `filter_knobs`' closed form over one run, and the references are elementwise. The same
-    operations in the same order as one episode at a time, so the same bits; a DAgger round's
-    labels and the suite's expert spent as long here as in the physics when it looped.
+    is `filter_knobs`' closed form over one run, and the CPG's cosines are the chunk's alone
+    (`forward_references`). The same operations on the same arrays as one episode at a time, so
+    the same bits whichever episodes share a call (a DAgger job's share, tested); a DAgger
+    round's labels and the suite's expert spent as long here as in the physics when it looped.
     """
     targets = np.stack([s.target(q, step) for s, q in zip(steering, qpos, strict=True)])
     start = np.stack([s.knobs for s in steering])
@@ -155,10 +156,7 @@ def plan(steering: Sequence[Steering], qpos: np.ndarray, step: int, n: int,
     knobs = targets[:, None, :] + (start - targets)[:, None, :] * decay[None, :, None]
     for s, last in zip(steering, knobs[:, -1], strict=True):
         s.knobs = last.copy()
-    steps = np.tile(np.arange(step + 1, step + n + 1), len(steering))
-    refs = joint_references(steps, np.full(len(steps), MODE_FORWARD, dtype=np.int8),
-                            knobs.reshape(-1, 4), expert.dt)
-    return refs.reshape(len(steering), n, 12)
+    return forward_references(np.arange(step + 1, step + n + 1), knobs, expert.dt)
 
 
 def expert_torque(qpos: np.ndarray, qvel: np.ndarray, ref: np.ndarray, expert: ExpertConfig

@@ -105,6 +105,30 @@ def joint_references(steps: np.ndarray, modes: np.ndarray, knobs: np.ndarray, dt
     return refs
 
 
+def forward_references(steps: np.ndarray, knobs: np.ndarray, dt: float) -> np.ndarray:
+    """(E, n, 12) joint references of E episodes trotting forward over the same steps (n,), each
+    with its own filtered knobs (E, n, 4): `joint_references` of each episode, bit for bit.
+
+    The oscillator's cosines depend on the steps alone, so they are computed once, on the same
+    (n, 4) array an episode computed alone; what differs per episode is only multiplied and
+    added. (Computing the cosines over all episodes' rows at once would not do: numpy's vector
+    cosine and its scalar tail differ in the last bit, and which rows fall in the tail depends on
+    how many episodes share the call.)
+    """
+    modes = np.full(len(steps), MODE_FORWARD, dtype=np.int8)
+    params = np.where((modes == MODE_BACKWARD)[:, None], GAIT_BACKWARD, GAIT_FORWARD)
+    a_th, c_th, a_cf, c_cf = (params[:, i:i + 1] for i in range(1, 5))
+    phase = gait_phase(steps, modes, dt)[:, None]
+    cos_th, cos_cf = np.cos(phase + THIGH_OFFSET), np.cos(phase + CALF_OFFSET)
+    scale = np.where(IS_LEFT, knobs[..., 0:1], knobs[..., 1:2])  # (E, n, 4)
+    hip = np.where(IS_LEFT, knobs[..., 2:3], knobs[..., 3:4])
+    refs = np.empty(knobs.shape[:2] + (12,))
+    refs[..., 0::3] = hip
+    refs[..., 1::3] = a_th * scale * cos_th + c_th
+    refs[..., 2::3] = a_cf * scale * cos_cf + c_cf
+    return refs
+
+
 def references(commands: np.ndarray, cfg: ExpertConfig = ExpertConfig()) -> np.ndarray:
     """(T, 12) joint references (the `ctrl` of the native-PD model) for a whole command sequence."""
     modes = command_modes(commands, cfg)
