@@ -62,6 +62,9 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 # One shard long enough to cancel mid-run: 20 trajectories of 2-4 moves of 0.8 s, ~10 s of
 # simulation written to the journal one attempt at a time (~0.5 s each).
 FAULT_CONFIG = {
+    # the original's 1-ms physics: its jobs must run long enough to be cancelled mid-way (on the
+    # fast profile a shard finished before the second cancellation)
+    "sim": {"profile": "original"},
     "dataset": {"shards": 1, "trajectories_per_shard": 20},
     "expert": {"cmd_duration": 0.8},
     "generate": {"min_moves": 2, "max_moves": 4},

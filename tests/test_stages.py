@@ -196,7 +196,7 @@ def test_a_killed_selection_job_leaves_nothing_and_its_rerun_chooses_the_same(ti
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "train": {**dataclasses.asdict(CFG), "hidden": list(CFG.hidden)},
-        "select": {"episodes": 12, "seconds": 3.0}}))  # long enough to be killed mid-way
+        "select": {"episodes": 30, "seconds": 6.0}}))  # long enough to be killed mid-way
     stages = [str(chain["round_0"]), str(chain["round_1"])]
 
     def cmd(out: Path) -> list[str]:
