@@ -100,6 +100,7 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
     gets the same torques, bit for bit, as one running all of them (the suite's split).
     """
     names = [*policies] + ([EXPERT] if with_expert else []) + ([STANDING] if standing else [])
+    holds = {n: decision_hold(o, expert, cross_profile, n) for n, (_, o) in policies.items()}
     p = len(targets)
     controllers = []
     futures: dict[tuple[int, ...], np.ndarray] = {}  # policies with the same waypoints share one
@@ -113,7 +114,7 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
             controllers.append(standing_controller(q0, expert))
         else:
             policy, obs = policies[name]
-            hold = decision_hold(obs, expert, cross_profile, name)
+            hold = holds[name]
             key = (tuple(obs.offsets.tolist()), hold)
             if key not in futures:
                 futures[key] = np.stack([
@@ -138,10 +139,8 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
     used, slot = np.unique(slot, return_inverse=True)
     controllers = [controllers[u] for u in used]
     for j, u in enumerate(used):  # a policy slower than the physics: held between decisions
-        if names[u] in policies:
-            hold = decision_hold(policies[names[u]][1], expert, cross_profile, names[u])
-            if hold > 1:
-                controllers[j] = Held(controllers[j], hold, len(names) * p)
+        if holds.get(names[u], 1) > 1:
+            controllers[j] = Held(controllers[j], holds[names[u]], len(names) * p)
     owner = np.repeat(slot, p)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)  # small batches: more torch threads only add overhead
