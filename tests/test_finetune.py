@@ -41,7 +41,7 @@ def test_reward_terms_by_hand() -> None:
     heading = np.array([0.0, -3.1])
     u = np.full((2, 12), 3.35)  # 0.1 of the limit
     u_prev = np.zeros((2, 12))
-    t = reward_terms(qpos, target, heading, u, u_prev, cfg, limit)
+    t = reward_terms(qpos, target, heading, u, u_prev, cfg, limit, 0.001)
     assert t["track"] == pytest.approx([math.exp(-(0.1 / 0.15) ** 2), 1.0])
     e = 2 * math.pi - 6.2  # 3.1 - (-3.1) wrapped
     assert t["heading"] == pytest.approx([0.25 * math.exp(-(0.3 / 0.5) ** 2),
@@ -49,6 +49,10 @@ def test_reward_terms_by_hand() -> None:
     assert t["alive"] == pytest.approx([0.5, 0.5])
     assert t["torque"] == pytest.approx([-0.1 * 0.01] * 2)
     assert t["action_rate"] == pytest.approx([-0.5 * 0.01] * 2)
+    # the same change over 4 ms is a quarter the rate: 1/16 the penalty, the rest unchanged
+    t4 = reward_terms(qpos, target, heading, u, u_prev, cfg, limit, 0.004)
+    assert t4["action_rate"] == pytest.approx([-0.5 * 0.01 / 16] * 2)
+    assert t4["torque"] == pytest.approx(t["torque"])
 
 
 def test_gae_ends_at_a_fall_and_bootstraps_a_time_out() -> None:

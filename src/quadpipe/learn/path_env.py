@@ -10,7 +10,11 @@ second (each term is multiplied by dt when summed, so a block's reward does not 
                                                               at the target, wrapped, rad
     alive       w_alive
     torque      -w_torque * mean((u / limit)^2)              u: applied torques, N m
-    action_rate -w_rate   * mean(((u - u_prev) / limit)^2)   u_prev: the last step's
+    action_rate -w_rate   * mean(((u - u_prev) / limit * RATE_DT / dt)^2)
+                                                              u_prev: the last step's; the change
+                                                              per RATE_DT (1 ms, the original's
+                                                              step), so a weight means the same
+                                                              on every physics profile
 
 An episode ends when the robot falls (control.closed_loop.fallen, the suite's test: no crawling);
 the fall ends the return (no bootstrap), while an episode that runs out of time is bootstrapped
@@ -46,6 +50,7 @@ from quadpipe.sim.randomize import RandomizeConfig
 from quadpipe.sim.state import wrap_angle, yaw
 
 FINETUNE_STREAM = 0xF17E7  # tag in every fine-tuning episode's entropy
+RATE_DT = 0.001  # s: action_rate is the torques' change per this time (the original's step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +70,10 @@ TERMS = ("track", "heading", "alive", "torque", "action_rate")
 
 
 def reward_terms(qpos: np.ndarray, target_xy: np.ndarray, target_heading: np.ndarray,
-                 u: np.ndarray, u_prev: np.ndarray, cfg: RewardConfig, limit: float
-                 ) -> dict[str, np.ndarray]:
-    """Each term (N,) per second at states qpos (N, 19) after torques u (N, 12)."""
+                 u: np.ndarray, u_prev: np.ndarray, cfg: RewardConfig, limit: float,
+                 dt: float) -> dict[str, np.ndarray]:
+    """Each term (N,) per second at states qpos (N, 19) after torques u (N, 12), one step of dt
+    after u_prev."""
     d2 = np.sum((qpos[:, :2] - target_xy) ** 2, axis=1)
     e = wrap_angle(yaw(qpos[:, 3:7]) - target_heading)
     return {
@@ -75,7 +81,8 @@ def reward_terms(qpos: np.ndarray, target_xy: np.ndarray, target_heading: np.nda
         "heading": cfg.heading * np.exp(-(e / cfg.heading_sigma) ** 2),
         "alive": np.full(len(qpos), cfg.alive),
         "torque": -cfg.torque * np.mean((u / limit) ** 2, axis=1),
-        "action_rate": -cfg.action_rate * np.mean(((u - u_prev) / limit) ** 2, axis=1),
+        "action_rate": -cfg.action_rate * np.mean(((u - u_prev) / limit * (RATE_DT / dt)) ** 2,
+                                                  axis=1),
     }
 
 

@@ -112,7 +112,7 @@ def collect(ac: ActorCritic, obs_cfg: ObsConfig, eps: EpisodeSet, expert: Expert
     def score(k: int, idx: np.ndarray, qpos: np.ndarray) -> None:
         """The reward of step k - 1 (torques u_last), seen at the state it led to."""
         terms = reward_terms(qpos, eps.target_xy[idx, k], eps.target_heading[idx, k],
-                             u_last[idx], u_before[idx], reward, limit)
+                             u_last[idx], u_before[idx], reward, limit, dt)
         total = np.zeros(len(idx))
         for name, value in terms.items():
             r.terms[name][idx] += value * dt
