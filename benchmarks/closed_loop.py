@@ -34,9 +34,9 @@ from quadpipe.control.closed_loop import Episodes, fallen, run, start_qpos
 from quadpipe.evaluation.rollouts import run_groups
 from quadpipe.evaluation.suite import SuiteConfig, episode_plan
 from quadpipe.learn.controller import PolicyController
+from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import Policy, load_checkpoint
 from quadpipe.learn.samples import ObsConfig, observe
-from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.expert import MODE_FORWARD, gait_phase
 from quadpipe.sim.model import build_model
 

@@ -51,8 +51,8 @@ from quadpipe.control.paths import parse_path
 from quadpipe.evaluation import rollouts
 from quadpipe.evaluation.named import EvalConfig, place_target
 from quadpipe.evaluation.suite import SuiteConfig, episode_plan
+from quadpipe.learn.imitation.train import TrainConfig
 from quadpipe.learn.policy import Policy, load_checkpoint
-from quadpipe.learn.train import TrainConfig
 from quadpipe.sim import render
 from quadpipe.sim.model import build_model
 from quadpipe.sim.physics import apply

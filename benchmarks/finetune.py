@@ -7,7 +7,8 @@ All rows on the same episodes (iteration 0 of seed 0: random paths, randomised p
 pushes), measured side by side in one run, steps of simulated episode per second of wall time:
 - the policy alone in the batched closed loop (learn.controller.PolicyController: observation,
   MLP, `mj_step`), what evaluation and DAgger run;
-- the fine-tuning rollout (learn.ppo.collect: the same plus the held exploration, the critic
+- the fine-tuning rollout (learn.finetuning.rollout.collect: the same plus the held exploration, the
+critic
   and log-probability each 20-ms block, the reward each millisecond), without and with the
   expert's labels (finetune.bc_weight > 0), on 1 and on `--threads` threads;
 - the PPO update of that rollout (5 epochs x 4 mini-batches, one torch thread), in seconds.
@@ -24,11 +25,12 @@ import torch
 
 from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import Episodes, run
-from quadpipe.learn.actor_critic import ActorCritic
 from quadpipe.learn.controller import PolicyController
-from quadpipe.learn.path_env import RewardConfig, draw_episodes
+from quadpipe.learn.finetuning.actor_critic import ActorCritic
+from quadpipe.learn.finetuning.env import RewardConfig, draw_episodes
+from quadpipe.learn.finetuning.ppo import PPOConfig, make_optimizer, update
+from quadpipe.learn.finetuning.rollout import collect
 from quadpipe.learn.policy import load_checkpoint
-from quadpipe.learn.ppo import PPOConfig, collect, make_optimizer, update
 from quadpipe.sim.randomize import RandomizeConfig
 
 

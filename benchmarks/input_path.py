@@ -7,16 +7,17 @@ are repeated end to end into a memory-mapped file of N rows (default 4,000,000, 
 set of 5,000 default trajectories; the repetition is the only thing not real here), then, side by
 side in one run, batches of 256, 1024 and 4096 rows are delivered by:
 
-- `per batch`: the input path before quadpipe.learn.batches (a DataLoader over a dataset whose
+- `per batch`: the input path before quadpipe.learn.imitation.batches (a DataLoader over a dataset
+whose
   item i gathers batch i's sorted rows from the memory map);
-- `blocks`: quadpipe.learn.batches on the CPU (64 batches gathered at once);
+- `blocks`: quadpipe.learn.imitation.batches on the CPU (64 batches gathered at once);
 - on a CUDA machine also `pinned blocks` (the same, copied to the GPU from pinned memory) and
   `resident` (the rows held on the GPU, one index_select per batch).
 
 Each figure is samples/s over one pass of at least 2M rows after a warm-up pass (the memory map
 is then in the page cache, as it is from an epoch's second pass on). Then training samples/s
 (forward, backward, AdamW, the default MLP and noise) on the CPU and, where there is one, the
-GPU, through quadpipe.learn.epochs.run_epoch. Ends with one line of ratios.
+GPU, through quadpipe.learn.imitation.epochs.run_epoch. Ends with one line of ratios.
 """
 
 from __future__ import annotations
@@ -32,17 +33,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quadpipe.learn.batches import Batches
-from quadpipe.learn.epochs import build_policy, make_optimizer, run_epoch
-from quadpipe.learn.noise import JointNoise
-from quadpipe.learn.prepare import load_arrays
-from quadpipe.learn.train_config import TrainConfig
+from quadpipe.learn.imitation.batches import Batches
+from quadpipe.learn.imitation.epochs import build_policy, make_optimizer, run_epoch
+from quadpipe.learn.imitation.noise import JointNoise
+from quadpipe.learn.imitation.prepare import load_arrays
+from quadpipe.learn.imitation.train_config import TrainConfig
 
 BATCH_SIZES = (256, 1024, 4096)
 
 
 class PerBatch(torch.utils.data.Dataset):
-    """The input path before quadpipe.learn.batches, verbatim, kept here as the baseline."""
+    """The input path before quadpipe.learn.imitation.batches, verbatim, kept here as the
+    baseline."""
 
     def __init__(self, sources: list[tuple[np.ndarray, np.ndarray]], batch: int,
                  perm: np.ndarray) -> None:

@@ -13,7 +13,8 @@ of `--rounds` (slow spells of a shared machine hit both), one torch thread:
 - the batched closed loop (evaluation.rollouts.run_groups: one observation and one MLP call per
   step for every live episode, `mj_step` per episode) with 32 and with 100 suite episodes
   (nominal physics), on 1 thread, and 100 episodes on 2 threads (the thread scaling);
-- one fine-tuning iteration (learn.ppo.collect then update: 32 episodes of 4 s, the default
+- one fine-tuning iteration (learn.finetuning.rollout.collect then update: 32 episodes of 4 s, the
+default
   finetune settings) on 1 thread.
 Closed-loop rows count episode-steps while an episode is up (a fallen one stops), so each
 figure is wall milliseconds per simulated second of walking. Ends with one line per row:
@@ -36,11 +37,12 @@ from quadpipe.config import PROFILES, ExpertConfig
 from quadpipe.control.closed_loop import start_qpos
 from quadpipe.evaluation.rollouts import run_groups
 from quadpipe.evaluation.suite import SuiteConfig, episode_plan
-from quadpipe.learn.actor_critic import ActorCritic
-from quadpipe.learn.finetune import FinetuneConfig
-from quadpipe.learn.path_env import draw_episodes
+from quadpipe.learn.finetuning.actor_critic import ActorCritic
+from quadpipe.learn.finetuning.env import draw_episodes
+from quadpipe.learn.finetuning.ppo import make_optimizer, update
+from quadpipe.learn.finetuning.rollout import collect
+from quadpipe.learn.finetuning.runner import FinetuneConfig
 from quadpipe.learn.policy import load_for
-from quadpipe.learn.ppo import collect, make_optimizer, update
 from quadpipe.sim.expert import references
 from quadpipe.sim.model import build_model, full_state
 

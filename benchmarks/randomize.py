@@ -24,7 +24,7 @@ import h5py
 from quadpipe.config import ExpertConfig, GenerateConfig
 from quadpipe.data import dataset
 from quadpipe.data.generate import generate_shard
-from quadpipe.learn import dagger
+from quadpipe.learn.imitation import dagger
 from quadpipe.learn.policy import load_checkpoint
 from quadpipe.sim.randomize import RandomizeConfig
 

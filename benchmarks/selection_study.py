@@ -1,4 +1,4 @@
-"""The checkpoint-selection study of docs/training.md: the validation loss's choice vs the closed
+"""The checkpoint-selection study of docs/training-findings.md: the validation loss's choice vs the closed
 loop's, per training seed, on the same named paths and suite episodes.
 
 A finished workflow run (RUN) holds every seed's stage files, selection parts and evaluation of
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from quadpipe.evaluation.intervals import cluster_bootstrap  # noqa: E402
 from quadpipe.evaluation.selection import choose  # noqa: E402
-from quadpipe.learn.stages import load_state  # noqa: E402
+from quadpipe.learn.imitation.stages import load_state  # noqa: E402
 
 CONDITIONS = ("nominal", "randomized", "pushes")
 

@@ -22,18 +22,19 @@ import torch
 
 from quadpipe.config import ExpertConfig, GenerateConfig
 from quadpipe.control.closed_loop import start_qpos
-from quadpipe.learn.epochs import build_policy
+from quadpipe.learn.imitation.epochs import build_policy
+from quadpipe.learn.imitation.prepare import load_arrays, prepare_for
+from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import Policy
-from quadpipe.learn.prepare import load_arrays, prepare_for
 from quadpipe.learn.samples import ObsConfig
-from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.model import build_model
 
 
 def training_rate(dataset: Path, work: Path, batches: int = 200) -> float:
     """Samples/s of forward + backward + AdamW step on the CPU, batch 256, prepared arrays."""
     cfg = TrainConfig(device="cpu")
-    torch.set_num_threads(cfg.threads)  # as quadpipe.learn.train.train_stage does on the CPU
+    # as quadpipe.learn.imitation.train.train_stage does on the CPU
+    torch.set_num_threads(cfg.threads)
     meta = prepare_for(dataset, work / "samples", cfg, progress=False)
     x, y = load_arrays(work / "samples", "train")
     policy = build_policy(cfg, meta)
@@ -65,12 +66,13 @@ def raw_second(expert: ExpertConfig, steps: int = 3000) -> float:
 
 def dagger_second(policy: Policy, obs: ObsConfig, expert: ExpertConfig, threads: int,
                   episodes: int = 64, seconds: float = 1.0) -> float:
-    """Wall seconds per simulated episode-second of DAgger collection (quadpipe.learn.dagger).
+    """Wall seconds per simulated episode-second of DAgger collection
+    (quadpipe.learn.imitation.dagger).
 
     The expert drives every episode (an untrained policy would fall and end them early), but the
     policy is still evaluated on every state, so the cost per step is that of a real round.
     """
-    from quadpipe.learn import dagger
+    from quadpipe.learn.imitation import dagger
 
     start = time.perf_counter()
     dagger.collect(policy, obs, expert, episodes, seconds, stride=5, expert_share=1.0,

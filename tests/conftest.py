@@ -26,8 +26,8 @@ def tiny_shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_policies(tiny_shard: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two tiny real policies (training seeds 0 and 1, one epoch, no DAgger) on the tiny shard."""
-    from quadpipe.learn.train import train
-    from quadpipe.learn.train_config import TrainConfig
+    from quadpipe.learn.imitation.train import train
+    from quadpipe.learn.imitation.train_config import TrainConfig
 
     out = []
     for seed in (0, 1):

@@ -1,9 +1,9 @@
 """The training input path delivers exactly the batches its definition names, on every device.
 
 Batch i of an epoch = rows perm[i*B:(i+1)*B] of the sources stacked end to end, in ascending row
-order (quadpipe.learn.batches). The reference below computes that row by row; every delivery
-(CPU blocks, pinned blocks and GPU-resident on CUDA) must equal it, for block sizes that do and
-do not divide the epoch, a last short batch, and several sources (prepared + DAgger samples).
+order (quadpipe.learn.imitation.batches). The reference below computes that row by row; every
+delivery (CPU blocks, pinned blocks and GPU-resident on CUDA) must equal it, for block sizes that do
+and do not divide the epoch, a last short batch, and several sources (prepared + DAgger samples).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from quadpipe.learn.batches import Batches, batch_order
+from quadpipe.learn.imitation.batches import Batches, batch_order
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -14,11 +14,11 @@ from quadpipe.control.follower import expert_torque
 from quadpipe.control.paths import ARC_ANGLE_DEG, CORNER_DEG, random_path
 from quadpipe.data import dataset
 from quadpipe.errors import ConfigError
-from quadpipe.learn import dagger
+from quadpipe.learn.imitation import dagger
+from quadpipe.learn.imitation.train import train
+from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import Policy, load_checkpoint
 from quadpipe.learn.samples import ObsConfig
-from quadpipe.learn.train import train
-from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.expert import references
 
 EXPERT = ExpertConfig()  # the default physics profile

@@ -12,11 +12,18 @@ import torch
 
 from quadpipe.config import ExpertConfig
 from quadpipe.errors import ConfigError
-from quadpipe.learn.actor_critic import ActorCritic, extend_horizon
-from quadpipe.learn.finetune import FinetuneConfig, FinetuneError, finish, load_state, run_job
-from quadpipe.learn.path_env import RewardConfig, draw_episodes, reward_terms
+from quadpipe.learn.finetuning.actor_critic import ActorCritic, extend_horizon
+from quadpipe.learn.finetuning.env import RewardConfig, draw_episodes, reward_terms
+from quadpipe.learn.finetuning.ppo import PPOConfig, advantages
+from quadpipe.learn.finetuning.rollout import Rollout, collect
+from quadpipe.learn.finetuning.runner import (
+    FinetuneConfig,
+    FinetuneError,
+    finish,
+    load_state,
+    run_job,
+)
 from quadpipe.learn.policy import load_checkpoint
-from quadpipe.learn.ppo import PPOConfig, Rollout, advantages, collect
 from quadpipe.learn.samples import observe
 from quadpipe.sim.physics import PushRanges
 from quadpipe.sim.randomize import RandomizeConfig

@@ -65,3 +65,21 @@ def test_every_verb_runs_its_module() -> None:
             imported = __import__(module, fromlist=["_"])
             for n in names.split(","):
                 assert hasattr(imported, n.strip()), f"{name}: {module}.{n.strip()}"
+
+
+def test_the_training_methods_stand_apart() -> None:
+    """learn/imitation and learn/finetuning never import each other, and the modules they share
+    (learn/*.py) import neither: a method can be read, changed or dropped on its own."""
+    learn = PACKAGE / "learn"
+    methods = {"imitation", "finetuning"}
+    assert {p.name for p in learn.iterdir() if (p / "__init__.py").exists()} == methods
+    bad = []
+    for path in learn.rglob("*.py"):
+        parts = path.relative_to(learn).parts
+        own = parts[0] if len(parts) > 1 else None
+        for module in imports(path):
+            m = module.split(".")
+            other = m[2] if len(m) > 2 and m[:2] == ["quadpipe", "learn"] else None
+            if other in methods and other != own:
+                bad.append((str(path.relative_to(PACKAGE)), module))
+    assert bad == []

@@ -1,5 +1,5 @@
-"""The left-right mirror of training samples (learn.mirror) against the observation code, the
-physics and training."""
+"""The left-right mirror of training samples (learn.imitation.mirror) against the observation code,
+the physics and training."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 from quadpipe.config import PROFILES, ExpertConfig
 from quadpipe.control.closed_loop import start_qpos
 from quadpipe.errors import ConfigError
-from quadpipe.learn.batches import Batches
-from quadpipe.learn.epochs import run_epoch
-from quadpipe.learn.mirror import Mirror, action_map, mirror_mujoco_state, observation_map
+from quadpipe.learn.imitation.batches import Batches
+from quadpipe.learn.imitation.epochs import run_epoch
+from quadpipe.learn.imitation.mirror import Mirror, action_map, mirror_mujoco_state, observation_map
+from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig, observe
-from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.commands import FORWARD, TURN_LEFT
 from quadpipe.sim.expert import references
 from quadpipe.sim.model import build_model

@@ -21,7 +21,7 @@ from quadpipe.data.generate import generate_shard
 from quadpipe.data.merge import merge_shards
 from quadpipe.data.replay import replay
 from quadpipe.data.stats import acceptance_table, scan, write_stats
-from quadpipe.learn import dagger
+from quadpipe.learn.imitation import dagger
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.sim import randomize

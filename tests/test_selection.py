@@ -12,10 +12,10 @@ from quadpipe.control.follower import standing_controller
 from quadpipe.evaluation import selection
 from quadpipe.evaluation.episodes import CONDITIONS
 from quadpipe.evaluation.selection import SelectConfig, SelectionError, choose, score_part
-from quadpipe.learn.candidates import candidates
+from quadpipe.learn.imitation.candidates import candidates
+from quadpipe.learn.imitation.stages import StageError
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig
-from quadpipe.learn.stages import StageError
 from quadpipe.sim.model import build_model
 from quadpipe.sim.randomize import RandomizeConfig
 

@@ -389,7 +389,7 @@ def stage_epochs_done(workdir: Path) -> int:
 
 
 def test_a_cancelled_training_stage_is_resubmitted_and_resumes(slurm_cluster, tmp_path):
-    from quadpipe.learn.stages import load_state
+    from quadpipe.learn.imitation.stages import load_state
 
     local = copy_workflow(tmp_path / "local", STAGE_CONFIG)
     with snakemake(local, STAGE, "--cores", "2", *configfiles(local)) as run:

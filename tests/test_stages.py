@@ -18,10 +18,11 @@ import torch
 import yaml
 
 from quadpipe.cli import main
+from quadpipe.learn.imitation.stages import load_state
+from quadpipe.learn.imitation.train import collect_part, finish, train, train_stage
+from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import load_checkpoint
-from quadpipe.learn.stages import load_state, resume_path
-from quadpipe.learn.train import collect_part, finish, train, train_stage
-from quadpipe.learn.train_config import TrainConfig
+from quadpipe.learn.tagged_files import resume_path
 
 # Tiny but with enough batches per epoch (stride 1, batch 16) that a stage runs for seconds and
 # can be killed between its epochs' checkpoints; noise on, so the noise generator's state counts.
@@ -150,7 +151,7 @@ def test_best_pt_is_the_closed_loop_choice_whatever_the_job_split(tiny_shard, ch
     import pandas as pd
 
     from quadpipe.evaluation.selection import choose
-    from quadpipe.learn.candidates import candidates
+    from quadpipe.learn.imitation.candidates import candidates
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({

@@ -20,7 +20,7 @@ from quadpipe.data.generate import generate_shard
 from quadpipe.data.merge import merge_shards
 from quadpipe.data.stats import summary_table
 from quadpipe.errors import QuadpipeError
-from quadpipe.learn.prepare import load_arrays, prepare
+from quadpipe.learn.imitation.prepare import load_arrays, prepare
 from quadpipe.learn.samples import ObsConfig
 
 OBS = ObsConfig(horizon=50, waypoint_every=10, dt=TINY_EXPERT.dt)

@@ -12,6 +12,7 @@ from quadpipe.cli import main
 from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import Episodes, start_qpos
 from quadpipe.errors import ConfigError
+from quadpipe.evaluation.headline import headline_markdown
 from quadpipe.evaluation.intervals import bootstrap, effective_n, mcnemar_exact, wilson
 from quadpipe.evaluation.metrics import success
 from quadpipe.evaluation.rollouts import run_groups
@@ -214,3 +215,44 @@ def test_the_split_suite_is_the_unsplit_one_bit_for_bit(tiny_policies, tmp_path)
         combine([json.loads(parts[0].read_text()), other])
     with pytest.raises(ConfigError, match="at most as many parts as episodes"):
         part_episodes(2, 0, 3)
+
+
+def test_the_push_curve_kicks_the_same_episodes_harder_and_reports_each_size(tiny_policies
+                                                                             ) -> None:
+    """push_curve: nominal episode i at every size, the same kick times and directions scaled;
+    its JSON has one point per size whose figures are those of that size's episodes alone, and
+    the headline shows them as a table of their own, not pooled into the conditions' table."""
+    cfg = SuiteConfig(episodes=4, seconds=3.0, push_sizes=(0.2, 1.5), push_episodes=2,
+                      pushes=dataclasses.replace(SuiteConfig().pushes, interval_s=(0.5, 1.0)))
+    q0 = start_qpos(build_model(EXPERT, pd="torque"))
+    plan = episode_plan(cfg, "push_curve", EXPERT, q0, 3000)
+    nominal = episode_plan(cfg, "nominal", EXPERT, q0, 3000)
+    assert [p["kick_m_s"] for p in plan] == [0.2, 0.2, 1.5, 1.5]
+    for i in range(2):
+        small, big = plan[i], plan[2 + i]
+        assert small["speed"] == big["speed"] == nominal[i]["speed"] and not small["physics"]
+        assert len(small["pushes"]) >= 2
+        assert [k for k, _ in small["pushes"]] == [k for k, _ in big["pushes"]]
+        for (_, a), (_, b) in zip(small["pushes"], big["pushes"], strict=True):
+            assert np.linalg.norm(a) == pytest.approx(0.2)
+            assert b == pytest.approx(a * 1.5 / 0.2)
+    ck = [str(p) for p in tiny_policies]
+    r = run_condition(ck, [0, 1], "push_curve", cfg, baseline=ck[::-1])
+    assert [p["kick_m_s"] for p in r["curve"]] == [0.2, 1.5]
+    for p in r["curve"]:
+        mine = [e for e in r["episodes"] if e["kick_m_s"] == p["kick_m_s"]]
+        assert p["expert"]["n"] == 2 and p["policy"]["pooled"]["n"] == 4
+        assert p["expert"]["successes"] == sum(e["expert"]["success"] for e in mine)
+        assert p["baseline"]["policy"]["pooled"]["successes"] == sum(
+            e["baseline"][n]["success"] for e in mine for n in ("seed_0", "seed_1"))
+    # the 1.5 m/s kicks every 0.5-1 s fell the expert more often than the 0.2 m/s ones
+    falls = [sum(e["expert"]["fell"] for e in r["episodes"] if e["kick_m_s"] == k)
+             for k in (0.2, 1.5)]
+    assert falls[0] <= falls[1] and falls[1] >= 1
+    nominal_r = run_condition(ck, [0, 1], "nominal", dataclasses.replace(cfg, episodes=2))
+    md = headline_markdown([], [nominal_r, r], {"date": "d", "cpu": "c", "cores": 2,
+                                                 "torch": "t", "mujoco": "m"})
+    assert "| nominal |" in md and "| push_curve |" not in md
+    assert "| 1.5 | " in md and "imitated - expert" in md and "Push recovery" in md
+    with pytest.raises(ConfigError, match="push_sizes"):
+        SuiteConfig(push_sizes=())

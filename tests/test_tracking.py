@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from quadpipe.errors import ConfigError
-from quadpipe.learn.train import train
-from quadpipe.learn.train_config import TrainConfig
+from quadpipe.learn.imitation.train import train
+from quadpipe.learn.imitation.train_config import TrainConfig
 
 # One behaviour-cloning epoch and one short DAgger round: every kind of figure, in seconds.
 TINY = dict(epochs=2, sample_stride=10, hidden=(16, 16), horizon=200, waypoint_every=40,
@@ -146,7 +146,7 @@ def test_tensorboard_gets_each_fine_tuning_iteration(tiny_policies, tmp_path) ->
     """Per iteration the reward terms, success, episode length, KL and learning rate, in the
     seed's run directory (where training's scalars are)."""
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
-    from quadpipe.learn.finetune import FinetuneConfig, run_job
+    from quadpipe.learn.finetuning.runner import FinetuneConfig, run_job
 
     cfg = FinetuneConfig(iterations=2, iterations_per_job=2, episodes=2, seconds=0.2,
                          critic_hidden=(8,), critic_warmup=1)

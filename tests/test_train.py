@@ -14,12 +14,12 @@ from quadpipe.cli import main
 from quadpipe.config import steps_in
 from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
-from quadpipe.learn.epochs import build_policy
+from quadpipe.learn.imitation.epochs import build_policy
+from quadpipe.learn.imitation.prepare import load_arrays, prepare
+from quadpipe.learn.imitation.train import train
+from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import Policy, load_checkpoint, save_checkpoint
-from quadpipe.learn.prepare import load_arrays, prepare
 from quadpipe.learn.samples import ObsConfig, observe
-from quadpipe.learn.train import train
-from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.state import quat_mul, rotate_xy
 
 # The tiny shard's trajectories are 0.4-1.2 s long: a 0.2 s horizon leaves samples in each.
@@ -162,7 +162,7 @@ def test_joint_noise_relabels_like_the_expert(tiny_shard) -> None:
     import dataclasses
 
     from quadpipe.config import expert_from_json
-    from quadpipe.learn.noise import JointNoise
+    from quadpipe.learn.imitation.noise import JointNoise
     from quadpipe.sim.expert import references
 
     with dataset.open_file(tiny_shard) as f:

@@ -431,8 +431,8 @@ def test_the_schema_defaults_are_the_library_defaults():
     from quadpipe.evaluation.named import EvalConfig
     from quadpipe.evaluation.selection import SelectConfig
     from quadpipe.evaluation.suite import SuiteConfig
-    from quadpipe.learn.finetune import FinetuneConfig
-    from quadpipe.learn.train_config import TrainConfig
+    from quadpipe.learn.finetuning.runner import FinetuneConfig
+    from quadpipe.learn.imitation.train_config import TrainConfig
     from quadpipe.sim.randomize import RandomizeConfig
 
     def plain(v):
@@ -619,9 +619,10 @@ def test_export_targets_write_next_to_best_pt_and_rerun_nothing_else(finished):
 
 
 def test_the_workflow_leaves_out_exactly_the_keys_a_stage_does_not_read():
-    """common.smk keeps a copy of learn.stages.DAGGER_KEYS (the Snakefile imports no torch)."""
-    from quadpipe.learn.stages import DAGGER_KEYS
-    from quadpipe.learn.train_config import TrainConfig
+    """common.smk keeps a copy of learn.imitation.stages.DAGGER_KEYS (the Snakefile imports no
+    torch)."""
+    from quadpipe.learn.imitation.stages import DAGGER_KEYS
+    from quadpipe.learn.imitation.train_config import TrainConfig
 
     text = (ROOT / "workflow/rules/common.smk").read_text()
     block = re.search(r"^DAGGER_KEYS = \{(.*?)\}", text, flags=re.S | re.M).group(1)

@@ -58,7 +58,7 @@ CHECKPOINT = "results/train/best.pt"
 POLICY_ONNX = "results/train/best.onnx"
 POLICY_TORCHSCRIPT = "results/train/best.torchscript.pt"
 SAMPLES = "results/train/samples/meta.json"
-# the train keys that shape the prepared samples (quadpipe.learn.prepare.prepare)
+# the train keys that shape the prepared samples (quadpipe.learn.imitation.prepare.prepare)
 SAMPLE_KEYS = {"horizon", "waypoint_every", "sample_stride", "gait_clock", "path_frame"}
 HEADLINE = "results/report/headline.rst"
 LANDING = "results/report/landing.rst"
@@ -241,7 +241,7 @@ def train_settings(wildcards, drop=()):
     return json.dumps({"train": {**train, "seed": int(wildcards.seed)}}, sort_keys=True)
 
 
-# train keys a stage of round r does not read (quadpipe.learn.stages.stage_keys): behaviour
+# train keys a stage of round r does not read (quadpipe.learn.imitation.stages.stage_keys): behaviour
 # cloning no DAgger key, no stage `dagger_rounds`, so adding a round reruns only the new round
 DAGGER_KEYS = {
     "dagger_rounds",
@@ -257,7 +257,7 @@ DAGGER_KEYS = {
 
 def stage_settings(wildcards):
     """The train settings of one stage or collection job of round `wildcards.round` (with the
-    DAgger episodes' physics, learn.dagger, from round 1 on)."""
+    DAgger episodes' physics, learn.imitation.dagger, from round 1 on)."""
     rnd = int(wildcards.round)
     text = train_settings(wildcards, DAGGER_KEYS if rnd == 0 else {"dagger_rounds"})
     return with_randomize(text, "dagger") if rnd > 0 else text
@@ -351,10 +351,17 @@ def path_inputs(wildcards):
 def suite_settings(wildcards):
     """The suite section for one condition: only that condition's ranges, no thread count."""
     c = wildcards.condition
-    drop = {"threads", "conditions"} | ({"randomized", "pushes"} - {c})
+    kicked = {"pushes", "push_curve"}
+    drop = {"threads", "conditions"} | ({"randomized"} - {c})
+    if c not in kicked:
+        drop.add("pushes")
     if c != "fidelity":
         drop |= {"fidelity_episodes", "fidelity_profile"}
+    if c != "push_curve":
+        drop |= {"push_sizes", "push_episodes"}
     suite = {k: v for k, v in config["suite"].items() if k not in drop}
+    if c == "push_curve":  # its kicks' times only: their sizes are push_sizes
+        suite["pushes"] = {"interval_s": suite["pushes"]["interval_s"]}
     return json.dumps(
         {"suite": suite, "expert": config["expert"], "sim": config["sim"]},
         sort_keys=True,
@@ -380,6 +387,10 @@ def suite_parts(wildcards):
     finely and the run's last jobs stay short."""
     s = config["suite"]
     episodes, jobs = s["episodes"], s["jobs"]
+    if wildcards.condition == "push_curve":
+        # one episode set per kick size: as many jobs as a condition of that many episodes
+        episodes = s["push_episodes"] * len(s["push_sizes"])
+        jobs *= max(1, round(episodes / s["episodes"]))
     if wildcards.condition == "fidelity":
         episodes = min(s["fidelity_episodes"], episodes)
         if PROFILES[s["fidelity_profile"]].timestep < SIM.timestep:

@@ -198,9 +198,9 @@ def _select(args: argparse.Namespace) -> None:
     """Roll out one part of a seed's candidate checkpoints on the selection's episodes."""
     from quadpipe.config import from_mapping
     from quadpipe.evaluation.selection import SelectConfig, score_part
-    from quadpipe.learn.prepare import dataset_expert
-    from quadpipe.learn.stages import load_state
-    from quadpipe.learn.train_config import TrainConfig
+    from quadpipe.learn.imitation.prepare import dataset_expert
+    from quadpipe.learn.imitation.stages import load_state
+    from quadpipe.learn.imitation.train_config import TrainConfig
     from quadpipe.sim.randomize import RandomizeConfig
 
     cfg = load_config(args.config)

@@ -1,5 +1,6 @@
 """CLI verbs of the learning stage: prepare, train, and the stages the workflow runs as jobs
-(train-stage, collect, finish-training); thin shells over learn.prepare and learn.train."""
+(train-stage, collect, finish-training); thin shells over learn.imitation.prepare and
+learn.imitation.train."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from quadpipe.cli.main import load_config, verb
 
 def _train_config(path: str | None):
     from quadpipe.config import from_mapping
-    from quadpipe.learn.train_config import TrainConfig
+    from quadpipe.learn.imitation.train_config import TrainConfig
 
     return from_mapping(TrainConfig, load_config(path).get("train"), "train")
 
@@ -31,7 +32,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 @verb("prepare", _prepare_args)
 def _prepare(args: argparse.Namespace) -> None:
     """Write the training samples as memory-mapped float32 arrays (train/valid split)."""
-    from quadpipe.learn.prepare import prepare_for
+    from quadpipe.learn.imitation.prepare import prepare_for
 
     cfg = _train_config(args.config)
     meta = prepare_for(args.dataset, args.out, cfg)
@@ -48,7 +49,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @verb("train", _train_args)
 def _train(args: argparse.Namespace) -> None:
     """Train the path-following policy by behaviour cloning."""
-    from quadpipe.learn.train import train
+    from quadpipe.learn.imitation.train import train
 
     summary = train(args.dataset, args.out_dir, _train_config(args.config), args.samples,
                     rand=_randomize(args.config))
@@ -72,7 +73,7 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
 @verb("train-stage", _stage_args)
 def _train_stage(args: argparse.Namespace) -> None:
     """One training stage (behaviour cloning or a DAgger round's epochs); resumes after a kill."""
-    from quadpipe.learn.train import train_stage
+    from quadpipe.learn.imitation.train import train_stage
 
     state = train_stage(args.dataset, args.samples, args.out, _train_config(args.config),
                         args.round, args.previous, args.dagger)
@@ -94,7 +95,7 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
 @verb("collect", _collect_args)
 def _collect(args: argparse.Namespace) -> None:
     """Collect one part of a DAgger round: the policy drives, the expert labels."""
-    from quadpipe.learn.train import collect_part
+    from quadpipe.learn.imitation.train import collect_part
 
     collect_part(args.policy, args.dataset, _train_config(args.config), args.round, args.part,
                  args.parts, args.out, _randomize(args.config))
@@ -115,7 +116,7 @@ def _finish_args(p: argparse.ArgumentParser) -> None:
 @verb("finish-training", _finish_args)
 def _finish(args: argparse.Namespace) -> None:
     """Write best.pt (the closed-loop selection's choice), last.pt, history.csv and loss.png."""
-    from quadpipe.learn.train import finish
+    from quadpipe.learn.imitation.train import finish
 
     selection = None
     if args.selection:
@@ -130,7 +131,7 @@ def _finish(args: argparse.Namespace) -> None:
 
 
 def _finetune_config(path: str | None):
-    from quadpipe.learn.finetune import FinetuneConfig
+    from quadpipe.learn.finetuning.runner import FinetuneConfig
 
     return FinetuneConfig.from_mapping(load_config(path).get("finetune"))
 
@@ -152,7 +153,7 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
 def _finetune(args: argparse.Namespace) -> None:
     """One fine-tuning job (PPO from the imitated policy); resumes after a kill."""
     from quadpipe.config import expert_config
-    from quadpipe.learn.finetune import run_job
+    from quadpipe.learn.finetuning.runner import run_job
 
     raw = load_config(args.config)
     train = _train_config(args.config)
@@ -178,7 +179,7 @@ def _finish_finetune_args(p: argparse.ArgumentParser) -> None:
 @verb("finish-finetune", _finish_finetune_args)
 def _finish_finetune(args: argparse.Namespace) -> None:
     """Write the fine-tuned policy (a plain checkpoint), finetune.csv and finetune.png."""
-    from quadpipe.learn.finetune import finish
+    from quadpipe.learn.finetuning.runner import finish
 
     path = finish(args.state, args.out_dir, _finetune_config(args.config),
                   _train_config(args.config).seed)

@@ -1,11 +1,11 @@
 """The batched closed loop shared by DAgger and evaluation: many episodes advance together.
 
-DAgger (learn.dagger) and evaluation (evaluation.suite, evaluation.named) run controllers from the
-standing pose, stop an episode when the robot falls, and step many episodes at once: per time step
-one controller call for every live episode (one MLP call for all of a policy's episodes), then
-`mj_step` per episode, each on its own MjData (the solver's warm start carries over between steps,
-as in a single-episode loop), split over threads that run in parallel because `mj_step` releases
-the GIL. The physics of an episode does not depend on the number of threads.
+DAgger (learn.imitation.dagger) and evaluation (evaluation.suite, evaluation.named) run controllers
+from the standing pose, stop an episode when the robot falls, and step many episodes at once: per
+time step one controller call for every live episode (one MLP call for all of a policy's episodes),
+then `mj_step` per episode, each on its own MjData (the solver's warm start carries over between
+steps, as in a single-episode loop), split over threads that run in parallel because `mj_step`
+releases the GIL. The physics of an episode does not depend on the number of threads.
 """
 
 from __future__ import annotations

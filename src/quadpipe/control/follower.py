@@ -112,7 +112,7 @@ class Steering:
     """The follower's steering law and knob filter state, chunk by chunk.
 
     One implementation serves the expert's own runs (ExpertController) and DAgger, where the same
-    law labels the states a policy visits (quadpipe.learn.dagger).
+    law labels the states a policy visits (quadpipe.learn.imitation.dagger).
     """
 
     def __init__(self, proj: Projector, speed: float, expert: ExpertConfig,

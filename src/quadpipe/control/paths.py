@@ -264,7 +264,7 @@ def _numeric(row: list[str]) -> bool:
 
 # ----------------------------------------------------------------------------- random paths
 
-# Random paths for DAgger (learn.dagger) and the evaluation suite: pieces of the kinds the
+# Random paths for DAgger (learn.imitation.dagger) and the evaluation suite: pieces of the kinds the
 # evaluation paths are made of (straight runs, arcs, sharp corners) with random lengths, radii and
 # angles, so the policy learns, and is judged, on paths in general, not on four fixed ones.
 STRAIGHT_M = (0.3, 1.5)  # straight piece length

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from quadpipe.evaluation.tables import baseline_rows, headline_rows, physics_sentence
+from quadpipe.evaluation.tables import (
+    baseline_rows,
+    curve_caption,
+    curve_header,
+    curve_rows,
+    headline_rows,
+    physics_sentence,
+    split_curve,
+)
 
 
 def machine() -> dict[str, Any]:
@@ -71,6 +79,7 @@ def headline_markdown(paths: list[dict[str, Any]], suite: list[dict[str, Any]],
                 "the best seed to the worst; falls = seeds whose policy fell.", "",
                 _md_table(["path", "expert error (m)", "policy / expert", "seeds (best-worst)",
                            "falls"], rows), ""]
+    suite, curve = split_curve(suite)
     if suite:
         _, crow = headline_rows([], suite)
         rows = []
@@ -92,6 +101,8 @@ def headline_markdown(paths: list[dict[str, Any]], suite: list[dict[str, Any]],
             out += [physics_sentence(suite), ""]
         if all("baseline" in r for r in suite):
             out += _versus_baseline(suite)
+    if curve:
+        out += [curve_caption(curve), "", _md_table(curve_header(curve), curve_rows(curve)), ""]
     return "\n".join(out)
 
 

@@ -6,7 +6,8 @@ seed and from machine to machine (last-bit differences grow through DAgger's epi
 robomimic keeps the checkpoint with the best rollout success, every seed's candidates are rolled
 out on validation episodes and the best by a closed-loop score becomes best.pt.
 
-Candidates: every epoch of the last training stage (learn.candidates says why not earlier ones).
+Candidates: every epoch of the last training stage (learn.imitation.candidates says why not earlier
+ones).
 
 Validation episodes: `select.episodes` random paths and speeds from the stream
 `(SELECT_STREAM, select.seed)` (evaluation.episodes: disjoint from DAgger's and the suite's),
@@ -45,7 +46,7 @@ from quadpipe.errors import ConfigError, QuadpipeError
 from quadpipe.evaluation.episodes import CONDITIONS, draw_episode
 from quadpipe.evaluation.metrics import success
 from quadpipe.evaluation.rollouts import run_groups
-from quadpipe.learn.candidates import candidates
+from quadpipe.learn.imitation.candidates import candidates
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig
 from quadpipe.sim.model import build_model
@@ -65,7 +66,7 @@ class SelectConfig:
     """The `select` section of config.yaml (closed-loop checkpoint selection)."""
 
     episodes: int = 0  # validation episodes per candidate (30 in the study); 0 = off, best.pt by
-    # the validation loss (why off by default: docs/training.md, Finding 7)
+    # the validation loss (why off by default: docs/training-findings.md, Finding 7)
     seconds: float = 8.0  # s per episode, from standing
     seed: int = 1  # the episodes' stream (with SELECT_STREAM: never DAgger's or the suite's)
     speed: tuple[float, float] = (0.15, 0.28)  # m/s of the target (the suite's range)

@@ -49,13 +49,19 @@ from quadpipe.evaluation.metrics import success
 from quadpipe.evaluation.rollouts import EXPERT, run_groups
 from quadpipe.learn.policy import load_for
 from quadpipe.sim.model import build_model
-from quadpipe.sim.physics import PhysicsRanges, PushRanges, apply
+from quadpipe.sim.physics import PhysicsRanges, PushRanges, apply, draw_pushes
 
 BASELINE = "baseline"  # the imitated policies evaluated beside fine-tuned ones
 # the nominal episodes on the original's physics: a policy that walks only on the cheap physics
 # of its training shows up here (paired with the expert on the same physics)
 FIDELITY = "fidelity"
-SUITE_CONDITIONS = (*CONDITIONS, FIDELITY)
+# push recovery as a curve: nominal episodes kicked at fixed sizes, the same kicks' times and
+# directions at every size, so success against size is read on one set of episodes
+PUSH_CURVE = "push_curve"
+SUITE_CONDITIONS = (*CONDITIONS, FIDELITY, PUSH_CURVE)
+# spawn key (i, PUSH_CURVE_KEY) draws episode i's kick times and directions: after the keys
+# (i, 1 + c) of the drawn conditions (evaluation.episodes)
+PUSH_CURVE_KEY = 1 + len(CONDITIONS)
 SUITE_STREAM = 0x5717E  # tag in every suite seed's entropy: never equal to a DAgger stream
 METRIC_KEYS = ("fell", "fall_time_s", "mean_tracking_error_m", "mean_cross_track_error_m",
                "progress_fraction", "success")
@@ -77,6 +83,8 @@ class SuiteConfig:
     conditions: tuple[str, ...] = SUITE_CONDITIONS
     fidelity_episodes: int = 50  # the fidelity condition's: nominal's first n (<= episodes)
     fidelity_profile: str = "original"  # the physics the fidelity condition runs on
+    push_sizes: tuple[float, ...] = (0.6, 0.8, 0.9, 1.0, 1.2)  # m/s, push_curve's kick sizes
+    push_episodes: int = 50  # push_curve's episodes per size (nominal's first n, kicked)
     randomized: PhysicsRanges = PhysicsRanges()
     pushes: PushRanges = PushRanges()
 
@@ -87,12 +95,16 @@ class SuiteConfig:
         if self.fidelity_episodes < 1:
             raise ConfigError(f"suite.fidelity_episodes must be >= 1, got "
                               f"{self.fidelity_episodes}")
+        if self.push_episodes < 1 or not self.push_sizes or min(self.push_sizes) < 0:
+            raise ConfigError(f"suite.push_episodes must be >= 1 and suite.push_sizes a list of "
+                              f"kick sizes >= 0 m/s, got {self.push_episodes} and "
+                              f"{list(self.push_sizes)}")
         if self.fidelity_profile not in PROFILES:
             raise ConfigError(f"suite.fidelity_profile must be one of {', '.join(PROFILES)}, "
                               f"got {self.fidelity_profile!r}")
         for c in self.conditions:
             check_suite_condition(c)
-        check_ranges("suite", self, skip=("conditions",))
+        check_ranges("suite", self, skip=("conditions", "push_sizes"))
         check_ranges("suite.randomized", self.randomized)
         check_ranges("suite.pushes", self.pushes)
 
@@ -110,7 +122,10 @@ def check_suite_condition(name: str) -> str:
 
 
 def condition_episodes(cfg: SuiteConfig, condition: str) -> int:
-    """How many episodes `condition` runs: the fidelity condition's at most the others'."""
+    """How many episodes `condition` runs: the fidelity condition's at most the others', the push
+    curve's `push_episodes` per size."""
+    if condition == PUSH_CURVE:
+        return cfg.push_episodes * len(cfg.push_sizes)
     return min(cfg.fidelity_episodes, cfg.episodes) if condition == FIDELITY else cfg.episodes
 
 
@@ -125,7 +140,17 @@ def condition_physics(cfg: SuiteConfig, condition: str, expert: ExpertConfig) ->
 def episode_plan(cfg: SuiteConfig, condition: str, expert: ExpertConfig, q0: np.ndarray,
                  num_steps: int) -> list[dict[str, Any]]:
     """Per episode: its target, physics draw (or None) and pushes, from the suite's streams.
-    The fidelity condition's episodes are the nominal ones (same paths, speeds, no pushes)."""
+    The fidelity condition's episodes are the nominal ones (same paths, speeds, no pushes); the
+    push curve's episode k * push_episodes + i is nominal episode i kicked at size k (`kicks`)."""
+    if condition == PUSH_CURVE:
+        base = []
+        for i in range(cfg.push_episodes):
+            e = draw_episode((SUITE_STREAM, cfg.seed), i, "nominal", cfg.speed, num_steps,
+                             cfg.seconds, cfg.lookahead, cfg.randomized, cfg.pushes, expert, q0)
+            base.append({"target": e.target, "speed": e.speed, "physics": None,
+                         "pushes": kicks(cfg, i, expert.dt)})
+        return [{**b, "kick_m_s": size, "pushes": [(k, size * unit) for k, unit in b["pushes"]]}
+                for size in cfg.push_sizes for b in base]
     plan = []
     drawn = "nominal" if condition == FIDELITY else condition
     for i in range(condition_episodes(cfg, condition)):
@@ -134,6 +159,14 @@ def episode_plan(cfg: SuiteConfig, condition: str, expert: ExpertConfig, q0: np.
         plan.append({"target": e.target, "speed": e.speed, "physics": e.physics,
                      "pushes": e.pushes})
     return plan
+
+
+def kicks(cfg: SuiteConfig, i: int, dt: float) -> list[tuple[int, np.ndarray]]:
+    """Episode i's push-curve kicks as unit vectors: times every `pushes.interval_s`, directions
+    uniform, from spawn key (i, PUSH_CURVE_KEY); each size scales the same kicks."""
+    rng = np.random.default_rng(np.random.SeedSequence((SUITE_STREAM, cfg.seed),
+                                                       spawn_key=(i, PUSH_CURVE_KEY)))
+    return draw_pushes(rng, PushRanges(cfg.pushes.interval_s, (1.0, 1.0)), cfg.seconds, dt)
 
 
 def part_episodes(episodes: int, part: int, parts: int) -> np.ndarray:
@@ -191,6 +224,7 @@ def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
             "episode": i, "speed_m_s": p["speed"],
             "physics": p["physics"].as_dict() if p["physics"] else None,
             "pushes": [[step * expert.dt, *dv[:2].tolist()] for step, dv in p["pushes"]],
+            **({"kick_m_s": p["kick_m_s"]} if "kick_m_s" in p else {}),
             EXPERT: _pick(runs.metrics[EXPERT][j]),
             "policy": {n: _pick(runs.metrics[n][j]) for n in names}})
         if base_names:
@@ -243,14 +277,35 @@ def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
     result.update(suite_config=first["suite_config"], **summarise(episodes, names),
                   steps_per_s=float(np.mean([p["steps_per_s"] for p in parts])))
     if first["baseline_checkpoints"]:
-        as_policy = [{**e, "policy": e[BASELINE]} for e in episodes]
-        base = summarise(as_policy, names)
         result[BASELINE] = {"checkpoints": first["baseline_checkpoints"],
-                            "policy": base["policy"], "paired": base["paired"],
-                            "ratio": base["ratio"]}
+                            **baseline_summary(episodes, names)}
         result["vs_baseline"] = versus(episodes, names)
+    if first["condition"] == PUSH_CURVE:
+        result["curve"] = curve(episodes, names, bool(first["baseline_checkpoints"]))
     result["episodes"] = episodes
     return result
+
+
+def baseline_summary(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """The baseline (imitated) policies' figures against the expert, as `summarise` gives the
+    policy's."""
+    base = summarise([{**e, "policy": e[BASELINE]} for e in episodes], names)
+    return {k: base[k] for k in ("policy", "paired", "ratio")}
+
+
+def curve(episodes: list[dict[str, Any]], names: list[str], baseline: bool
+          ) -> list[dict[str, Any]]:
+    """The push curve: per kick size, its episodes' figures (`summarise`: the expert's and the
+    pooled policy's success, their paired difference, the error ratio), and the baseline's."""
+    out = []
+    for size in sorted({e["kick_m_s"] for e in episodes}):
+        mine = [e for e in episodes if e["kick_m_s"] == size]
+        point = {"kick_m_s": size, **summarise(mine, names)}
+        if baseline:
+            point[BASELINE] = baseline_summary(mine, names)
+            point["vs_baseline"] = versus(mine, names)
+        out.append(point)
+    return out
 
 
 def run_condition(checkpoints: list[str | Path], seeds: list[int], condition: str,

@@ -18,12 +18,50 @@ import pandas as pd
 
 from quadpipe.data.stats import html_page
 
+CURVE = "push_curve"  # evaluation.suite.PUSH_CURVE (not imported: this module stays light)
 PATH_COLUMNS = ("mean_tracking_error_m", "mean_cross_track_error_m", "progress_fraction", "fell",
                 "fall_time_s", "policy_to_expert_error_ratio")
 
 
 def load_results(files) -> list[dict[str, Any]]:
     return [json.loads(Path(f).read_text()) for f in files]
+
+
+def split_curve(suite: list[dict[str, Any]]
+                ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(the conditions, the push curve or None): the curve's figures pooled over its kick sizes
+    would mean nothing, so it gets a table and a plot of its own, per size."""
+    curve = [r for r in suite if r["condition"] == CURVE and "curve" in r]
+    return [r for r in suite if r["condition"] != CURVE], (curve[0] if curve else None)
+
+
+def curve_rows(r: dict[str, Any]) -> list[list[str]]:
+    """Per kick size, as text cells: the size, the expert's and the pooled policy's success,
+    their paired difference; with a baseline, the imitated policies' success and difference."""
+    rows = []
+    for p in r["curve"]:
+        row = [f"{p['kick_m_s']:g}", _rate(p["expert"]), _rate(p["policy"]["pooled"]),
+               _diff(p["paired"])]
+        if "baseline" in p:
+            row += [_rate(p["baseline"]["policy"]["pooled"]), _diff(p["baseline"]["paired"])]
+        rows.append(row)
+    return rows
+
+
+def curve_header(r: dict[str, Any]) -> list[str]:
+    head = ["kick (m/s)", "expert success", "policy success", "policy - expert"]
+    if r["curve"] and "baseline" in r["curve"][0]:
+        head += ["imitated success", "imitated - expert"]
+    return head
+
+
+def curve_caption(r: dict[str, Any]) -> str:
+    cfg = r["suite_config"]
+    lo, hi = cfg["pushes"]["interval_s"]
+    return (f"Push recovery: the first {cfg['push_episodes']} nominal episodes at each kick size, "
+            f"a kick every {lo:g}-{hi:g} s in a random direction (the same times and directions "
+            "at every size), policy and expert on the same episodes; success and paired "
+            "difference as in the suite.")
 
 
 def path_table(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -79,7 +117,7 @@ def suite_table(results: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per condition: success of expert and policy, their paired difference and McNemar
     p, the paired error ratio."""
     rows = []
-    for r in results:
+    for r in split_curve(results)[0]:
         pol, ratio, paired = r["policy"], r["ratio"], r.get("paired")
         rows.append({
             "condition": r["condition"], "episodes": r["expert"]["n"],
@@ -173,13 +211,14 @@ def headline_rows(paths: list[dict[str, Any]], suite: list[dict[str, Any]]
                      f"{r['across_seeds']['falls']}/{len(r['seeds'])}"])
     crow = [[r["condition"], _rate(r["expert"]), _rate(r["policy"]["pooled"]),
              _diff(r.get("paired")), _p((r.get("paired") or {}).get("mcnemar_p")),
-             f"{_num(r['ratio']['median'])} {_ci(r['ratio']['median_ci95'])}"] for r in suite]
+             f"{_num(r['ratio']['median'])} {_ci(r['ratio']['median_ci95'])}"]
+            for r in split_curve(suite)[0]]
     return prow, crow
 
 
 def baseline_rows(suite: list[dict[str, Any]]) -> list[list[str]]:
     """Per condition, as text cells: the condition, then `_baseline_cells`."""
-    return [[r["condition"], *_baseline_cells(r)] for r in suite]
+    return [[r["condition"], *_baseline_cells(r)] for r in split_curve(suite)[0]]
 
 
 def _rst_table(header: list[str], rows: list[list[str]]) -> str:
@@ -217,6 +256,9 @@ def headline_rst(paths: list[dict[str, Any]], suite: list[dict[str, Any]]) -> st
                             "McNemar", "error ratio (median)"], crow), ""]
         if physics_sentence(suite):
             out += [physics_sentence(suite), ""]
+    curve = split_curve(suite)[1]
+    if curve:
+        out += [curve_caption(curve), "", _rst_table(curve_header(curve), curve_rows(curve)), ""]
     return "\n".join(out) + "\n"
 
 
@@ -233,6 +275,7 @@ def suite_figures(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results, curve = split_curve(results)
     conds = [r["condition"] for r in results]
     x = np.arange(len(conds))
     fig, ax = plt.subplots(figsize=(6, 3.4))
@@ -265,7 +308,32 @@ def suite_figures(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
     fig.tight_layout()
     figs.append(("Tracking error distributions, policy vs expert", _png(fig)))
     plt.close(fig)
+    if curve:
+        figs.append(("Push recovery: success against the kick's size", curve_figure(curve, plt)))
     return figs
+
+
+def curve_figure(r: dict[str, Any], plt) -> str:
+    """Success against kick size, with Wilson 95 % bars: expert, policy (pooled over seeds) and,
+    with fine-tuning on, the imitated policies; as base64 PNG."""
+    sizes = [p["kick_m_s"] for p in r["curve"]]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    lines = [("expert", "tab:orange", lambda p: p["expert"]),
+             ("policy", "tab:blue", lambda p: p["policy"]["pooled"])]
+    if "baseline" in r["curve"][0]:
+        lines.append(("imitated", "tab:gray", lambda p: p["baseline"]["policy"]["pooled"]))
+    for k, (who, colour, pick) in enumerate(lines):
+        rates = np.array([pick(p)["rate"] for p in r["curve"]])
+        ci = np.array([pick(p)["ci95"] for p in r["curve"]])
+        x = np.array(sizes) + 0.008 * (k - 1)  # apart, so the bars do not hide each other
+        ax.errorbar(x, rates, yerr=np.maximum(0.0, [rates - ci[:, 0], ci[:, 1] - rates]),
+                    color=colour, marker="o", capsize=3, label=who)
+    ax.set(xlabel="kick size (m/s)", ylabel="success rate (95 % CI)", ylim=(-0.03, 1.03))
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
 
 
 def suite_page(results: list[dict[str, Any]]) -> str:
@@ -281,6 +349,11 @@ def suite_page(results: list[dict[str, Any]]) -> str:
              "episodes where exactly one of them succeeded.")
     page = html_page(seed_table(results), "Evaluation suite", index=True)
     conditions = suite_table(results).to_html(border=0, classes="quadpipe-table")
+    curve = split_curve(results)[1]
+    if curve:
+        frame = pd.DataFrame(curve_rows(curve), columns=curve_header(curve))
+        conditions += (f"\n<h3>Push recovery</h3><p>{escape(curve_caption(curve))}</p>\n"
+                       + frame.to_html(border=0, index=False, classes="quadpipe-table"))
     figs = "".join(f"<h3>{escape(t)}</h3><img alt='{escape(t)}' src='data:image/png;base64,"
                    f"{b}'/>" for t, b in suite_figures(results))
     top = f"<p>{escape(intro)}</p>\n{conditions}\n{figs}\n<h3>Per training seed</h3>"

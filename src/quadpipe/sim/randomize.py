@@ -9,8 +9,8 @@ Streams. The physics of generation attempt i of shard k comes from
 (quadpipe.sim.commands.attempt_rng), so switching randomisation on keeps every attempt's commands
 and adds physics to them, and a resumed shard draws exactly what an uninterrupted one did.
 DAgger episode i of round r draws its physics from `SeedSequence((DAGGER_STREAM, seed),
-spawn_key=(r, i, 1))`, beside the `(r, i)` stream of its path (learn.dagger). Within a stream the
-physics is drawn first, then the pushes over the episode's duration.
+spawn_key=(r, i, 1))`, beside the `(r, i)` stream of its path (learn.imitation.dagger). Within a
+stream the physics is drawn first, then the pushes over the episode's duration.
 
 What a trajectory stores (`as_json`, group attribute `physics_json`): the draw of
 quadpipe.sim.physics and its pushes as [step, dvx, dvy, dvz]; `from_json` gives them back exactly,

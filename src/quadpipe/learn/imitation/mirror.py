@@ -4,13 +4,14 @@ The A1 is built mirror-symmetric about its sagittal (x-z) plane, up to its trunk
 (4 mm to the left), so the mirror image of a demonstrated (observation, torque) pair is one more
 demonstration: a left turn becomes a right turn, the right legs' torques the left legs'. Built
 against each seed's turning bias (the same policy tracked a left circle at 1.45x the expert's
-error and the right one at 1.01x) and measured not to remove it (docs/training.md, Finding 9:
-five seeds still 1.03-1.49x on the left circle, 1.23-1.38x on the right), so it is off by
-default and kept for studies.
+error and the right one at 1.01x) and measured not to remove it (docs/training-findings.md,
+Finding 9: five seeds still 1.03-1.49x on the left circle, 1.23-1.38x on the right), so it is
+off by default and kept for studies.
 
-`train.mirror` mirrors every other row of every training batch (learn.epochs.run_epoch): half of
-each batch, a different half each epoch as the batches are reshuffled, with no random generator of
-its own (so nothing new to checkpoint or resume) and no extra samples to store or step through.
+`train.mirror` mirrors every other row of every training batch (learn.imitation.epochs.run_epoch):
+half of each batch, a different half each epoch as the batches are reshuffled, with no random
+generator of its own (so nothing new to checkpoint or resume) and no extra samples to store or step
+through.
 
 The mirror (y -> -y in the robot's heading frame): legs FR <-> FL and RR <-> RL; hip (abduction)
 angles, velocities and torques change sign, thigh and calf ones do not (their axes lie in the

@@ -1,12 +1,13 @@
 """The checkpoints a seed's training stages offer to the closed-loop selection.
 
-Every stage file keeps the weights of each of its epochs (learn.train). The candidates are the
-epochs of the last stage: the policies that trained on the most of their own states. Earlier
+Every stage file keeps the weights of each of its epochs (learn.imitation.train). The candidates are
+the epochs of the last stage: the policies that trained on the most of their own states. Earlier
 rounds' last epochs were candidates at first; in the 5-seed study three seeds of five then chose
-round 1's end by one validation episode of 30, and those policies tracked the circle 1.55-1.64x
-the expert where the last round's epochs stayed within 1.45x (docs/training.md, Finding 7): on
+round 1's end by one validation episode of 30, and those policies tracked the circle 1.55-1.64x the
+expert where the last round's epochs stayed within 1.45x (docs/training-findings.md, Finding 7): on
 30 episodes a one-episode lead is noise, and the earlier rounds' worse tracking is not.
-evaluation.selection rolls the candidates out; learn.train.finish writes the chosen one as best.pt.
+evaluation.selection rolls the candidates out; learn.imitation.train.finish writes the chosen one as
+best.pt.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from quadpipe.learn.stages import StageError
+from quadpipe.learn.imitation.stages import StageError
 
 
 @dataclasses.dataclass

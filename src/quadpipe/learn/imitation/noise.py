@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from quadpipe.learn.train_config import TrainConfig
+from quadpipe.learn.imitation.train_config import TrainConfig
 
 
 class JointNoise:
@@ -18,7 +18,8 @@ class JointNoise:
     state (an open-loop CPG), so at a perturbed state (q + dq, qd + dqd) it is exactly
     u - Kp dq - Kd dqd (then clamped). Training on these pairs teaches the policy the expert's
     feedback around the demonstrated states, which plain behaviour cloning never sees: without it
-    the closed loop drifts off the demonstrations and falls within ~1 s (docs/training.md).
+    the closed loop drifts off the demonstrations and falls within ~1 s
+    (docs/training-findings.md, Findings 1-2).
     """
 
     def __init__(self, cfg: TrainConfig, gains: dict[str, Any], device: torch.device,

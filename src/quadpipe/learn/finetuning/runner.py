@@ -1,20 +1,20 @@
 """Fine-tuning past the expert: PPO on the reward, from the imitated policy, as resumable jobs.
 
 DAgger converges to the expert; the original's last step, "fine-tune with online learning",
-goes past it by optimising what is wanted (learn.path_env's reward) with PPO (learn.ppo),
-starting from the DAgger policy. The actor is that policy (its std and the critic are new); the
-critic learns alone for `critic_warmup` iterations first, so the actor's first updates follow a
-meaningful advantage rather than a random critic's.
+goes past it by optimising what is wanted (learn.finetuning.env's reward) with PPO
+(learn.finetuning.ppo), starting from the DAgger policy. The actor is that policy (its std and the
+critic are new); the critic learns alone for `critic_warmup` iterations first, so the actor's first
+updates follow a meaningful advantage rather than a random critic's.
 
 Jobs. A seed's `iterations` run in jobs of `iterations_per_job` each: job 0 starts from the
 policy checkpoint (best.pt), job j from job j - 1's state file, and each writes its own state:
 actor, std, critic, optimiser (with the adapted learning rate), the iterations done and the
 history. Iteration i's episodes, exploration noise and mini-batch order come from (seed, i)
-alone (learn.path_env, learn.ppo), so nothing else needs saving: after each iteration the same
-state goes to the job's resume checkpoint (OUT.partial/resume.pt, atomically), and a job run
-again after a kill goes on from its last iteration with the weights an uninterrupted run has,
-bit for bit on CPU (torch runs on one thread here: the update is small, and one thread makes
-the sums' order fixed). `finish` writes the fine-tuned policy as a plain checkpoint (the same
+alone (learn.finetuning.env, learn.finetuning.ppo), so nothing else needs saving: after each
+iteration the same state goes to the job's resume checkpoint (OUT.partial/resume.pt, atomically),
+and a job run again after a kill goes on from its last iteration with the weights an uninterrupted
+run has, bit for bit on CPU (torch runs on one thread here: the update is small, and one thread
+makes the sums' order fixed). `finish` writes the fine-tuned policy as a plain checkpoint (the same
 inputs and outputs: export and evaluation take it as any other), finetune.csv and finetune.png.
 """
 
@@ -37,9 +37,11 @@ from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested, sha
 from quadpipe.control.paths import PIECES
 from quadpipe.errors import ConfigError, QuadpipeError
 from quadpipe.learn import tracking
-from quadpipe.learn.actor_critic import ActorCritic, extend_horizon
+from quadpipe.learn.finetuning.actor_critic import ActorCritic, extend_horizon
+from quadpipe.learn.finetuning.env import FINETUNE_STREAM, TERMS, RewardConfig, draw_episodes
+from quadpipe.learn.finetuning.ppo import PPOConfig, make_optimizer, update
+from quadpipe.learn.finetuning.rollout import Rollout, collect
 from quadpipe.learn.history import write_history
-from quadpipe.learn.path_env import FINETUNE_STREAM, TERMS, RewardConfig, draw_episodes
 from quadpipe.learn.policy import (
     Policy,
     check_profile,
@@ -47,11 +49,9 @@ from quadpipe.learn.policy import (
     save_checkpoint,
     trained_profile,
 )
-from quadpipe.learn.ppo import PPOConfig, Rollout, collect, make_optimizer, update
 from quadpipe.learn.progress import log_to_bar, progress_bar
 from quadpipe.learn.samples import ObsConfig
-from quadpipe.learn.stages import resume_path, save_state
-from quadpipe.learn.tagged_files import load_tagged
+from quadpipe.learn.tagged_files import load_tagged, resume_path, save_state
 from quadpipe.sim.physics import PushRanges
 from quadpipe.sim.randomize import RandomizeConfig
 

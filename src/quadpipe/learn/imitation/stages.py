@@ -1,14 +1,14 @@
 """Stage files and resume checkpoints: what makes a chain of stage jobs train as one process.
 
 Training runs in stages: behaviour cloning is round 0, DAgger round r (1..dagger_rounds) is the
-collection of its samples (`learn.train.collect_part`, possibly split over jobs) then
-`dagger_epochs` epochs on everything (`learn.train.train_stage`). A stage starts from the previous
-stage's state file and writes its own: weights, optimiser, every random generator, epoch, samples
-seen, history and the stage's best weights, so a chain of stage jobs trains exactly as one process
-would. Each epoch a stage also writes the same state as its resume checkpoint
+collection of its samples (`learn.imitation.train.collect_part`, possibly split over jobs) then
+`dagger_epochs` epochs on everything (`learn.imitation.train.train_stage`). A stage starts from the
+previous stage's state file and writes its own: weights, optimiser, every random generator, epoch,
+samples seen, history and the stage's best weights, so a chain of stage jobs trains exactly as one
+process would. Each epoch a stage also writes the same state as its resume checkpoint
 (OUT.partial/resume.pt, atomically); run again after a kill, with the same settings and inputs, it
-goes on from there and ends with the weights an uninterrupted run gets. The fingerprint says
-whether a checkpoint was written by this very stage; the DAgger samples enter it by content.
+goes on from there and ends with the weights an uninterrupted run gets. The fingerprint says whether
+a checkpoint was written by this very stage; the DAgger samples enter it by content.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import torch
 
 from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
-from quadpipe.learn.noise import JointNoise
+from quadpipe.learn.imitation.noise import JointNoise
+from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.tagged_files import load_tagged
-from quadpipe.learn.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,30 +65,17 @@ def stage_fingerprint(cfg: TrainConfig, rnd: int, meta: dict[str, Any],
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """torch.save through `dataset.atomic_path`: a kill leaves the old file or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with dataset.atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def load_state(path: str | Path) -> dict[str, Any]:
     """A stage's state file (or resume checkpoint), or one clear StageError."""
     return load_tagged(path, STAGE_FORMAT, StageError, "training stage",
                        "run `quadpipe train-stage` first", "run that stage again")
 
 
-def resume_path(out_file: str | Path) -> Path:
-    """Where the stage writing `out_file` keeps its resume checkpoint (removed when done)."""
-    out_file = Path(out_file)
-    return out_file.with_name(out_file.name + ".partial") / "resume.pt"
-
-
 def load_dagger(paths: list[Path], cfg: TrainConfig, rnd: int
                 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, float], str]:
     """The DAgger samples of rounds 1..rnd from their part files: (x, y) per round in (episode,
     step) order, the last round's statistics, and a hash of their content."""
-    from quadpipe.learn import dagger
+    from quadpipe.learn.imitation import dagger
 
     by_round: dict[int, list] = {}
     for p in paths:

@@ -1,7 +1,8 @@
 """The `train` section of config.yaml as a validated dataclass (TrainConfig).
 
 Its own module because every part of training reads it (sample preparation aside): the epochs,
-the joint noise, the stage files and the orchestration in learn.train, which sits above them all.
+the joint noise, the stage files and the orchestration in learn.imitation.train, which sits above
+them all.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dataclasses
 from quadpipe.config import steps_in
 from quadpipe.errors import ConfigError
 from quadpipe.learn import tracking
-from quadpipe.learn.mirror import observation_map
+from quadpipe.learn.imitation.mirror import observation_map
 from quadpipe.learn.samples import ObsConfig
 
 
@@ -24,7 +25,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0  # max global gradient norm
-    input_std_floor: float = 0.0  # least std an input is normalised by (learn.epochs.build_policy)
+    input_std_floor: float = 0.0  # least std an input is normalised by (epochs.build_policy)
     lr_decay_epoch: int = 15  # 1-based epoch from which lr is x0.1; 0 = never
     hidden: tuple[int, ...] = (256, 256, 128)
     # durations in ms, whole physics steps of the dataset's profile at training (obs_at)
@@ -36,9 +37,10 @@ class TrainConfig:
     noise_qd: float = 1.0  # rad/s, std of joint-velocity noise (relabelled likewise)
     noise_base: float = 0.5  # std of base-state noise (z, orientation, velocities), in units of
     # each column's std; labels unchanged (the expert ignores the base state); 0 = off
-    mirror: bool = False  # mirror half of each batch left-right (learn.mirror; heading frame)
-    # DAgger on random paths after behaviour cloning (quadpipe.learn.dagger; why: docs/training.md)
-    dagger_rounds: int = 3  # 0 = plain behaviour cloning (why 3: docs/training.md, Finding 6)
+    mirror: bool = False  # mirror half of each batch left-right (imitation.mirror; heading frame)
+    # DAgger on random paths after behaviour cloning (quadpipe.learn.imitation.dagger; why:
+    # docs/training.md)
+    dagger_rounds: int = 3  # 0 = plain behaviour cloning (why 3: training-findings.md, Finding 6)
     dagger_episodes: int = 128  # episodes per round, each on its own random path
     dagger_seconds: float = 8.0  # s per episode (from standing)
     dagger_stride: int = 8  # ms between an episode's recorded samples
@@ -46,7 +48,7 @@ class TrainConfig:
     dagger_expert_share: float = 0.5  # share of round 1's episodes the expert drives; halved
     # each further round (the rest run the policy)
     dagger_full_lr_epochs: int = 3  # a round's first epochs at lr, the rest at lr x0.1; 0: every
-    # round at the rate behaviour cloning ended with (before; docs/training.md, Finding 11)
+    # round at the rate behaviour cloning ended with (before; docs/training-findings.md, Finding 11)
     dagger_arc_deg: tuple[float, float] = (30.0, 180.0)  # turn of an arc of a DAgger path (deg)
     threads: int = 1  # torch CPU threads and DAgger simulation threads
     path_frame: str = "heading"  # "heading" (robot-centred) or "world" (the original's inputs)

@@ -2,8 +2,8 @@
 
 Behaviour cloning sees only the expert's own states, and only paths made of the dataset's
 commands. In closed loop on a path the policy's small errors take it to states it has never seen
-(docs/training.md). DAgger closes that gap: run the policy on a path, ask the expert at every
-state the policy reached what it would do there, and train on those pairs too.
+(docs/training-findings.md, Finding 4). DAgger closes that gap: run the policy on a path, ask the
+expert at every state the policy reached what it would do there, and train on those pairs too.
 
 The expert here is the evaluation's path follower (control.follower.Steering: the CPG with its
 turning knobs steered toward a look-ahead point every 25 ms), run along the policy's own states,

@@ -23,9 +23,9 @@ import numpy as np
 from quadpipe.config import ExpertConfig, expert_from_json, steps_in
 from quadpipe.data import dataset
 from quadpipe.errors import DatasetError
+from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.progress import progress_bar
 from quadpipe.learn.samples import ObsConfig, trajectory_phase, trajectory_samples
-from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.state import ACTION_DIM
 
 SPLITS = (dataset.TRAIN, dataset.VALID)

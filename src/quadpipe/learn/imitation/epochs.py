@@ -2,7 +2,7 @@
 samples and the validation loss after it.
 
 The original's recipe: AdamW, global gradient-norm clipping, MSE on normalised torques (the
-learning-rate decay is set per epoch by learn.train).
+learning-rate decay is set per epoch by learn.imitation.train).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from quadpipe.errors import ConfigError
-from quadpipe.learn.batches import Batches
-from quadpipe.learn.mirror import Mirror
-from quadpipe.learn.noise import JointNoise
+from quadpipe.learn.imitation.batches import Batches
+from quadpipe.learn.imitation.mirror import Mirror
+from quadpipe.learn.imitation.noise import JointNoise
+from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.progress import progress_bar
-from quadpipe.learn.train_config import TrainConfig
 from quadpipe.sim.state import ACTION_DIM
 
 
@@ -71,7 +71,7 @@ def run_epoch(policy: Policy, opt: torch.optim.Optimizer, batches: Batches, perm
               desc: str = "epoch", mirror: Mirror | None = None) -> tuple[float, int]:
     """One pass over `batches` in the order `perm`; returns (mean training loss, samples).
 
-    `mirror` mirrors half of each batch before the joint noise perturbs it (learn.mirror).
+    `mirror` mirrors half of each batch before the joint noise perturbs it (learn.imitation.mirror).
 
     The loss is summed on the device (in float64, the sum a Python float would give): reading it
     back every batch would make the CPU wait for the GPU after each step.

@@ -8,12 +8,12 @@ joint noise of noise), the stage files and resume checkpoints (stages), history.
 `train_stage` runs one stage. Round 0 is behaviour cloning: `epochs` epochs on the prepared
 samples, the learning rate x0.1 from the decay epoch. Round r is DAgger round r: `collect_part`
 jobs run the previous stage's policy on random paths and record its own states labelled by the
-path-following expert (learn.dagger), then `dagger_epochs` epochs train on everything; those
-samples stay in memory (their number is set by the config, not by the dataset). `finish` writes
-best.pt (the candidate the closed-loop selection chose, evaluation.selection; without one the
+path-following expert (learn.imitation.dagger), then `dagger_epochs` epochs train on everything;
+those samples stay in memory (their number is set by the config, not by the dataset). `finish`
+writes best.pt (the candidate the closed-loop selection chose, evaluation.selection; without one the
 last stage's lowest validation loss: earlier policies never saw their own states), last.pt,
-history.csv and loss.png. `train` runs the whole chain in one process; the workflow runs
-each stage and each collection part as a job of its own.
+history.csv and loss.png. `train` runs the whole chain in one process; the workflow runs each stage
+and each collection part as a job of its own.
 """
 
 from __future__ import annotations
@@ -33,33 +33,32 @@ import torch
 from quadpipe.config import steps_in
 from quadpipe.data import dataset
 from quadpipe.learn import tracking
-from quadpipe.learn.batches import Batches
-from quadpipe.learn.candidates import Candidate, candidates
-from quadpipe.learn.epochs import (
+from quadpipe.learn.history import plot_history, write_history
+from quadpipe.learn.imitation.batches import Batches
+from quadpipe.learn.imitation.candidates import Candidate, candidates
+from quadpipe.learn.imitation.epochs import (
     build_policy,
     make_optimizer,
     resolve_device,
     run_epoch,
     valid_loss,
 )
-from quadpipe.learn.history import plot_history, write_history
-from quadpipe.learn.mirror import Mirror
-from quadpipe.learn.noise import JointNoise
-from quadpipe.learn.policy import Policy, save_checkpoint
-from quadpipe.learn.prepare import dataset_expert, load_arrays, prepare_for
-from quadpipe.learn.progress import log_to_bar, progress_bar
-from quadpipe.learn.stages import (
+from quadpipe.learn.imitation.mirror import Mirror
+from quadpipe.learn.imitation.noise import JointNoise
+from quadpipe.learn.imitation.prepare import dataset_expert, load_arrays, prepare_for
+from quadpipe.learn.imitation.stages import (
     StageError,
     load_dagger,
     load_state,
     restore,
-    resume_path,
-    save_state,
     snapshot,
     stage_fingerprint,
     try_resume,
 )
-from quadpipe.learn.train_config import TrainConfig
+from quadpipe.learn.imitation.train_config import TrainConfig
+from quadpipe.learn.policy import Policy, save_checkpoint
+from quadpipe.learn.progress import log_to_bar, progress_bar
+from quadpipe.learn.tagged_files import resume_path, save_state
 from quadpipe.sim.randomize import RandomizeConfig
 
 log = logging.getLogger(__name__)
@@ -131,7 +130,7 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
             epoch = state["epoch"] + 1
             if rnd > 0 and cfg.dagger_full_lr_epochs:
                 # each round starts again at the full rate: at the decayed one its new samples
-                # stay underfit (docs/training.md, Finding 11)
+                # stay underfit (docs/training-findings.md, Finding 11)
                 decayed = k >= cfg.dagger_full_lr_epochs
             else:
                 decayed = 0 < cfg.lr_decay_epoch <= epoch
@@ -156,7 +155,8 @@ def train_stage(dataset_path: str | Path, sample_dir: str | Path, out_file: str 
             weights = {n: v.detach().cpu().clone() for n, v in policy.state_dict().items()}
             if best is None or score < best["score"]:
                 best = {"score": score, "epoch": epoch, "extra": extra, "model": weights}
-            # every epoch's weights: the closed-loop selection's candidates (learn.candidates)
+            # every epoch's weights: the closed-loop selection's candidates
+            # (learn.imitation.candidates)
             models = [*state["epoch_models"], {"epoch": epoch, "model": weights}]
             state = {"epoch": epoch, "samples_seen": state["samples_seen"] + seen,
                      "history": history, "stage_epoch": k + 1, "best": best, "last": extra,
@@ -181,7 +181,7 @@ def collect_part(state_file: str | Path, dataset_path: str | Path, cfg: TrainCon
                  rand: RandomizeConfig = RandomizeConfig()) -> Path:
     """Collect job `part` of `parts` of DAgger round `rnd` with the policy of stage rnd - 1
     (on randomised physics when `rand.dagger`)."""
-    from quadpipe.learn import dagger
+    from quadpipe.learn.imitation import dagger
 
     prev = load_state(state_file)
     if prev["round"] != rnd - 1 or prev["seed"] != cfg.seed:

@@ -28,7 +28,7 @@ share, its physics and pushes from the `randomize` ranges in `(i, e, 1)`; if amo
 share (nominal physics), its kicks from `finetune.kicks` in `(i, e, 2)`: streams of their own,
 disjoint from DAgger's, the selection's and the suite's. Nothing carries over from one iteration
 to the next but the weights, so an iteration is reproduced from (seed, i) and the weights alone
-(learn.finetune).
+(learn.finetuning.runner).
 """
 
 from __future__ import annotations

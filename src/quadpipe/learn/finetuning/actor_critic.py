@@ -1,4 +1,5 @@
-"""The policy as a stochastic actor, with a critic beside it, for fine-tuning (learn.ppo).
+"""The policy as a stochastic actor, with a critic beside it, for fine-tuning
+(learn.finetuning.ppo).
 
 The actor is the imitated Policy itself, weights, normalisation and all, so what fine-tuning
 hands back is a Policy with the same inputs and outputs (export, evaluation, the suite take it
@@ -6,7 +7,7 @@ as any other). Its action distribution lives in the policy's normalised output s
 minus the training mean, over the training std): a Gaussian around `forward_normalised` with one
 learned log-std per joint, so one std means the same share of each joint's usual torque range.
 The critic is an MLP on the policy's normalised observation (ELU, as rsl-rl's), trained from
-scratch (learn.finetune warms it up before the actor moves).
+scratch (learn.finetuning.runner warms it up before the actor moves).
 """
 
 from __future__ import annotations
