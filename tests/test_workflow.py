@@ -31,7 +31,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 AFTER_REPORT = {"eval_report", "report", "all"}
 AFTER_EVAL = {"evaluate", "eval_video", "eval_videos"} | AFTER_REPORT
 SUITE = {"suite_part", "suite"}  # suite.jobs parts per condition, then their combination
-AFTER_TRAIN = {"default_policy"} | SUITE | AFTER_EVAL
+# the test config fine-tunes, as the default run does: a new imitated policy is fine-tuned again
+AFTER_TRAIN = {"finetune", "finetuned_policy", "default_policy"} | SUITE | AFTER_EVAL
 # the test config has one DAgger round
 TRAINING = {"train_stage", "dagger_collect", "select_checkpoint", "policy"}
 AFTER_MERGE = {"stats", "replay", "replay_videos", "prepare"} | TRAINING | AFTER_TRAIN
@@ -91,11 +92,23 @@ def test_small_dag_produces_every_result(finished):
                 "results/eval/index.html", "results/eval/suite/nominal.json",
                 "results/eval/suite/pushes.json", "results/eval/suite/index.html", "report.html"):
         assert (finished / rel).stat().st_size > 0, rel
-    # the default policy is the first seed's, and the seeds' policies differ
+    # the default policy is the first seed's fine-tuned one, and the seeds' policies differ
     assert (finished / "results/train/best.pt").read_bytes() == (
-        finished / "results/train/seed_0/best.pt").read_bytes()
+        finished / "results/train/seed_0/finetuned.pt").read_bytes()
     assert (finished / "results/train/seed_1/best.pt").read_bytes() != (
         finished / "results/train/seed_0/best.pt").read_bytes()
+    # the imitated policies are evaluated beside the fine-tuned ones, on the same path
+    circle = json.loads((finished / "results/eval/circle.json").read_text())
+    assert [s["checkpoint"] for s in circle["seeds"]] == [
+        f"results/train/seed_{s}/finetuned.pt" for s in (0, 1)]
+    assert [s["checkpoint"] for s in circle["baseline"]["seeds"]] == [
+        f"results/train/seed_{s}/best.pt" for s in (0, 1)]
+    # the push curve: one point per kick size, the imitated policies beside
+    curve = json.loads((finished / "results/eval/suite/push_curve.json").read_text())
+    assert [p["kick_m_s"] for p in curve["curve"]] == [0.6, 1.5]
+    assert all(p["expert"]["n"] == 2 and "baseline" in p for p in curve["curve"])
+    headline = (finished / "results/eval/headline.md").read_text()
+    assert "| 1.5 |" in headline and "imitated / expert" in headline
     corner = json.loads((finished / "results/eval/corner.json").read_text())
     assert corner["spec"]["waypoints"] == [[0.0, 0.0], [0.3, 0.0], [0.3, 0.3]]
     assert [s["seed"] for s in corner["seeds"]] == [0, 1]
@@ -165,10 +178,10 @@ def test_nothing_to_do_after_a_finished_run(finished):
 def test_a_training_parameter_reruns_train_eval_and_report_only(finished):
     jobs = planned(finished, {"train": {"epochs": 3}})
     assert set(jobs) == TRAINING | AFTER_TRAIN
-    assert len(jobs["policy"]) == 2 and len(jobs["evaluate"]) == 2 and len(jobs["suite"]) == 4
+    assert len(jobs["policy"]) == 2 and len(jobs["evaluate"]) == 2 and len(jobs["suite"]) == 5
     # two per condition (suite.jobs), the fidelity condition's twice as many, at most one per
-    # episode (3)
-    assert len(jobs["suite_part"]) == 2 * 3 + 3
+    # episode (3); the push curve's 4 episodes (2 sizes x 2) in two
+    assert len(jobs["suite_part"]) == 2 * 3 + 3 + 2
     # both seeds' stages (behaviour cloning, DAgger round 1) and collections (2 jobs each)
     assert len(jobs["train_stage"]) == 4 and len(jobs["dagger_collect"]) == 4
 
@@ -207,8 +220,9 @@ def test_a_new_path_evaluates_only_itself(finished):
 def test_a_new_seed_trains_only_itself(finished):
     jobs = planned(finished, {"train": {"seeds": [0, 1, 2]}})
     assert jobs["policy"] == ["results/train/seed_2/best.pt"]
-    assert all("seed_2/" in out for rule in TRAINING for out in jobs[rule])
-    assert set(jobs) == TRAINING | {"evaluate"} | SUITE | AFTER_REPORT
+    fine = {"finetune", "finetuned_policy"}
+    assert all("seed_2/" in out for rule in TRAINING | fine for out in jobs[rule])
+    assert set(jobs) == TRAINING | fine | {"evaluate"} | SUITE | AFTER_REPORT
 
 
 @pytest.mark.slow
@@ -317,13 +331,12 @@ TINY_FINETUNE = {"iterations": 2, "iterations_per_job": 1, "episodes": 2, "secon
 
 
 @pytest.mark.slow
-def test_fine_tuning_adds_its_jobs_and_retrains_nothing(finished):
-    jobs = planned(finished, {"finetune": TINY_FINETUNE})
-    assert sorted(jobs["finetune"]) == [
-        f"results/train/seed_{s}/finetune/job_{j}.pt" for s in (0, 1) for j in (0, 1)]
-    assert sorted(jobs["finetuned_policy"]) == [
-        f"results/train/seed_{s}/finetuned.pt" for s in (0, 1)]
-    assert set(jobs) == {"finetune", "finetuned_policy"} | AFTER_TRAIN
+def test_no_fine_tuning_gives_the_imitation_only_run_and_retrains_nothing(finished):
+    """finetune.iterations: 0 evaluates the imitated policies (best.pt) without fine-tuning them
+    and without training anything again."""
+    jobs = planned(finished, {"finetune": {**TINY_FINETUNE, "iterations": 0}})
+    assert "finetune" not in jobs and "finetuned_policy" not in jobs
+    assert set(jobs) == {"default_policy"} | SUITE | AFTER_EVAL
 
 
 @pytest.mark.slow
@@ -337,8 +350,7 @@ def test_more_iterations_rerun_only_the_jobs_they_change(finished):
     jobs = planned(finished, {"finetune": {**TINY_FINETUNE, "iterations": 3}})
     assert [j for j in jobs["finetune"] if "seed_0" in j] == [
         "results/train/seed_0/finetune/job_2.pt"]
-    assert set(planned(finished, {"finetune": {**TINY_FINETUNE, "threads": 2}})["finetune"]) \
-        == {f"results/train/seed_1/finetune/job_{j}.pt" for j in (0, 1)}
+    assert "finetune" not in planned(finished, {"finetune": {**TINY_FINETUNE, "threads": 2}})
 
 
 @pytest.mark.slow
@@ -546,15 +558,18 @@ def test_report_holds_the_eval_table_images_and_videos(finished):
     suite = _Tables()
     suite.feed(decode(results["results/eval/suite/index.html"]["data_uri"]).decode())
     assert {"nominal", "randomized", "pushes"} <= set(suite.cells)
-    assert suite.tables == 2  # per condition, per seed; plus the two figures
+    # per condition, the push curve per kick size, per seed; plus the three figures
+    assert suite.tables == 3 and {"0.6", "1.5"} <= set(suite.cells)
     assert decode(results["results/eval/suite/index.html"]["data_uri"]).count(
-        b"data:image/png;base64") == 2
+        b"data:image/png;base64") == 3
     pngs = [r for r in results.values() if r["mime_type"] == "image/png"]
     assert len(pngs) >= 4 and all(decode(r["data_uri"])[:4] == b"\x89PNG" for r in pngs)
     # the front page shows the headline table (policy vs expert per path and per condition)
     front = (finished / "report.html").read_text()
     assert "Headline: policy vs expert (2 training seeds)" in front
-    assert front.count("expert success") == 1 and front.count("<td>corner</td>") == 1
+    # the conditions' table and the push curve's, each once
+    assert front.count("expert success") == 2 and front.count("<td>corner</td>") == 1
+    assert "kick (m/s)" in front
     videos = decode(by_name["eval_videos.html"]["data_uri"]).decode()
     assert videos.count("<video") == 2
     assert {r["caption"] != "" for r in results.values()} == {True}

@@ -6,6 +6,7 @@
 rule evaluate:
     input:
         checkpoints=seed_checkpoints,
+        baseline=baseline_inputs,
         waypoints=path_inputs,
     output:
         result="results/eval/{path}.json",
@@ -34,10 +35,11 @@ rule evaluate:
         ),
         path=path_entry,
         seeds=" ".join(str(s) for s in SEEDS),
+        baseline=baseline_arg,
     shell:
         "echo {params.settings:q} > {log.settings} && "
         "OMP_NUM_THREADS={threads} python -m quadpipe evaluate --checkpoint {input.checkpoints} "
-        "--seeds {params.seeds} --path {params.path:q} --out {output.result} "
+        "--seeds {params.seeds} {params.baseline} --path {params.path:q} --out {output.result} "
         "--plot {output.plot} --config {log.settings} > {log.out} 2>&1"
 
 

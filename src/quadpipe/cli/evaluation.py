@@ -54,6 +54,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="JSON of policy/expert/standing metrics")
     p.add_argument("--plot", help="top-view PNG")
     p.add_argument("--threads", type=int, default=1, help="simulation threads")
+    p.add_argument("--baseline", nargs="*", default=[],
+                   help="one more checkpoint per seed (the imitated policies), on the same path")
     p.add_argument("--config", help="YAML with eval and expert sections")
 
 
@@ -65,7 +67,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     cfg, ev, expert = _eval_settings(args.config)
     spec = _path_spec(args.path, cfg, ev.radius)
     r = evaluate_path(args.checkpoint, spec, ev, expert, args.seeds, args.out, args.plot,
-                      args.threads)
+                      args.threads, args.baseline or None)
     for s in r["seeds"]:  # into each seed's training run, where train.logger asks for it
         _track(s["checkpoint"], s, f"eval/{spec.name}")
     row = {s["seed"]: {m: s[m] for m in ("mean_tracking_error_m", "fell")} for s in r["seeds"]}

@@ -68,17 +68,26 @@ def headline_markdown(paths: list[dict[str, Any]], suite: list[dict[str, Any]],
            f"{where['torch']}, MuJoCo {where['mujoco']}; {len(seeds)} training seeds "
            f"({', '.join(map(str, seeds))}), every figure over all of them.", ""]
     if paths:
+        imitated = all("baseline" in r for r in paths)
         rows = []
         for r in paths:
             ratios = [s["policy_to_expert_error_ratio"] for s in r["seeds"]]
             rows.append([r["path"], f"{r['expert']['mean_tracking_error_m']:.3f}",
                          f"{np.mean(ratios):.2f}", _spread(ratios),
                          f"{r['across_seeds']['falls']}/{len(r['seeds'])}"])
+            if imitated:
+                b = [s["policy_to_expert_error_ratio"] for s in r["baseline"]["seeds"]]
+                rows[-1] += [f"{np.mean(b):.2f} ({_spread(b)})",
+                             f"{r['baseline']['falls']}/{len(b)}"]
         out += ["Named paths: the policy's mean tracking error over the expert's on the same "
                 "path (1.00 = as close as the expert), the mean over seeds and the range from "
-                "the best seed to the worst; falls = seeds whose policy fell.", "",
-                _md_table(["path", "expert error (m)", "policy / expert", "seeds (best-worst)",
-                           "falls"], rows), ""]
+                "the best seed to the worst; falls = seeds whose policy fell."
+                + (" Fine-tuning is on: the policy is each seed's fine-tuned one, the imitated "
+                   "columns the policies it started from, on the same path." if imitated else ""),
+                "", _md_table(["path", "expert error (m)", "policy / expert",
+                               "seeds (best-worst)", "falls"]
+                              + (["imitated / expert", "imitated falls"] if imitated else []),
+                              rows), ""]
     suite, curve = split_curve(suite)
     if suite:
         _, crow = headline_rows([], suite)

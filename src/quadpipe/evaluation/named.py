@@ -69,27 +69,41 @@ def place_target(spec: PathSpec, cfg: EvalConfig, expert: ExpertConfig, q0: np.n
 def evaluate_path(checkpoints: list[str | Path], spec: PathSpec, cfg: EvalConfig = EvalConfig(),
                   expert: ExpertConfig = ExpertConfig(), seeds: list[int] | None = None,
                   out: str | Path | None = None, plot: str | Path | None = None,
-                  threads: int = 1) -> dict[str, Any]:
-    """Every checkpoint's policy vs expert vs standing on `spec`; write the JSON and the plot."""
+                  threads: int = 1, baseline: list[str | Path] | None = None
+                  ) -> dict[str, Any]:
+    """Every checkpoint's policy vs expert vs standing on `spec`; write the JSON and the plot.
+
+    baseline: one more checkpoint per seed (the imitated policies a fine-tuning started from),
+    on the same path in the same run; their figures go under "baseline", not into the plot.
+    """
     seeds = list(range(len(checkpoints))) if seeds is None else list(seeds)
-    if len(seeds) != len(checkpoints):
-        raise ConfigError(f"{len(checkpoints)} checkpoints but {len(seeds)} seeds")
+    if len(seeds) != len(checkpoints) or (baseline and len(baseline) != len(seeds)):
+        raise ConfigError(f"{len(checkpoints)} checkpoints and {len(baseline or [])} baselines "
+                          f"but {len(seeds)} seeds")
     loaded = [load_for(c, expert) for c in checkpoints]
     model = build_model(expert, pd="torque")
     q0 = start_qpos(model)
     target, num = place_target(spec, cfg, expert, q0)
     names = [f"seed_{s}" for s in seeds]
-    runs = run_groups([target], num, q0, [model],
-                      {n: (p, o) for n, (p, o, _) in zip(names, loaded, strict=True)}, expert,
-                      cfg.follower, standing=True, threads=threads)
+    groups = {n: (p, o) for n, (p, o, _) in zip(names, loaded, strict=True)}
+    base_names = [f"baseline_seed_{s}" for s in seeds] if baseline else []
+    for n, c in zip(base_names, baseline or [], strict=True):
+        groups[n] = load_for(c, expert)[:2]
+    runs = run_groups([target], num, q0, [model], groups, expert, cfg.follower, standing=True,
+                      threads=threads)
     ee = runs.metrics[EXPERT][0]
-    per_seed = []
-    for seed, name, ckpt in zip(seeds, names, checkpoints, strict=True):
-        m = runs.metrics[name][0]
-        ratio = m["mean_tracking_error_m"] / max(ee["mean_tracking_error_m"], 1e-9)
-        per_seed.append({"seed": seed, "checkpoint": str(ckpt), **m,
-                         "policy_to_expert_error_ratio": ratio,
-                         "target_met": (not m["fell"]) and ratio <= TARGET_RATIO})
+
+    def seed_entries(run_names: list[str], files: list) -> list[dict[str, Any]]:
+        out = []
+        for seed, name, ckpt in zip(seeds, run_names, files, strict=True):
+            m = runs.metrics[name][0]
+            ratio = m["mean_tracking_error_m"] / max(ee["mean_tracking_error_m"], 1e-9)
+            out.append({"seed": seed, "checkpoint": str(ckpt), **m,
+                        "policy_to_expert_error_ratio": ratio,
+                        "target_met": (not m["fell"]) and ratio <= TARGET_RATIO})
+        return out
+
+    per_seed = seed_entries(names, checkpoints)
     first = per_seed[0]
     ratios = np.array([s["policy_to_expert_error_ratio"] for s in per_seed])
     result: dict[str, Any] = {
@@ -110,6 +124,9 @@ def evaluate_path(checkpoints: list[str | Path], spec: PathSpec, cfg: EvalConfig
             "all_target_met": all(s["target_met"] for s in per_seed)},
         "steps_per_s": runs.steps_per_s,
     }
+    if baseline:
+        base = seed_entries(base_names, baseline)
+        result["baseline"] = {"seeds": base, "falls": int(sum(b["fell"] for b in base))}
     if out is not None:  # atomically: a killed job leaves no half file for Snakemake to keep
         dataset.write_json(result, out)
     if plot is not None:
@@ -145,7 +162,9 @@ def plot_runs(runs: Runs, target: Target, num: int, name: str, out: Path) -> Pat
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(tgt[:, 0], tgt[:, 1], "k--", lw=1.5, label="target")
     colours = {EXPERT: "tab:orange", STANDING: "tab:gray"}
-    policies = [n for n in runs.qpos if n not in colours]
+    # the policies evaluated; a baseline (the imitated policies beside fine-tuned ones) is thin
+    policies = [n for n in runs.qpos if n not in colours and not n.startswith("baseline")]
+    base = [n for n in runs.qpos if n.startswith("baseline")]
     for k, name_ in enumerate([*policies, EXPERT, STANDING]):
         q = runs.qpos[name_][0]
         m = runs.metrics[name_][0]
@@ -160,6 +179,12 @@ def plot_runs(runs: Runs, target: Target, num: int, name: str, out: Path) -> Pat
                 alpha=1.0 if first or name_ not in policies else 0.5, label=label)
         if m["fell"]:
             ax.plot(q[-1, 0], q[-1, 1], "x", color=colour, ms=10)
+    if base:  # the first seed's imitated policy, for what fine-tuning changed
+        q, m = runs.qpos[base[0]][0], runs.metrics[base[0]][0]
+        if m["fell"]:
+            q = q[: int(round(m["fall_time_s"] / target.dt)) // runs.record_every + 1]
+        ax.plot(q[:, 0], q[:, 1], color="tab:green", lw=0.9, ls=":",
+                label=f"imitated ({base[0].replace('baseline_', '').replace('_', ' ')})")
     ax.set(xlabel="x (m)", ylabel="y (m)", title=f"{name}: target vs actual (top view)")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(loc="best", fontsize=8)

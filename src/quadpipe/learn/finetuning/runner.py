@@ -69,7 +69,7 @@ class FinetuneError(QuadpipeError):
 class FinetuneConfig:
     """The `finetune` section of config.yaml (descriptions and sources: the schema)."""
 
-    iterations: int = 0  # 0: no fine-tuning
+    iterations: int = 120  # per seed; 0: no fine-tuning (the imitated policy is the result)
     iterations_per_job: int = 12
     episodes: int = 32  # per iteration
     seconds: float = 4.0  # per episode, from standing
