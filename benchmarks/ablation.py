@@ -1,4 +1,5 @@
-"""The ablation table of docs/training-findings.md, from the results of several runs of the workflow.
+"""The ablation table of docs/training-findings.md, from the results of several runs of the
+workflow.
 
 Each run is a working directory in which `snakemake results/eval/table.csv
 results/eval/suite/{nominal,randomized,pushes}.json` has run with one variant of config.yaml

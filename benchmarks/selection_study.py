@@ -1,5 +1,5 @@
-"""The checkpoint-selection study of docs/training-findings.md: the validation loss's choice vs the closed
-loop's, per training seed, on the same named paths and suite episodes.
+"""The checkpoint-selection study of docs/training-findings.md: the validation loss's choice vs the
+closed loop's, per training seed, on the same named paths and suite episodes.
 
 A finished workflow run (RUN) holds every seed's stage files, selection parts and evaluation of
 the closed-loop choice (best.pt). `baseline` writes, per seed, the checkpoint the validation loss

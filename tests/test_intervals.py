@@ -58,9 +58,9 @@ def test_cluster_bootstrap_covers_the_mean_and_shrinks_with_episodes() -> None:
 
 def test_cluster_bootstrap_bound_at_zero_reads_zero_not_minus_zero() -> None:
     # A suite's paired differences with three seeds (the fine-tuned pushes run of
-    # docs/training-findings.md): each episode's seeds' mean success minus the expert's, in thirds. The
-    # resampled means at the 2.5 % quantile are 0 in exact arithmetic; summed in floats they came
-    # out as -1.1e-18, which the headline printed as "-0", an interval reaching below 0.
+    # docs/training-findings.md): each episode's seeds' mean success minus the expert's, in thirds.
+    # The resampled means at the 2.5 % quantile are 0 in exact arithmetic; summed in floats they
+    # came out as -1.1e-18, which the headline printed as "-0", an interval reaching below 0.
     v = np.zeros(100)
     v[[7, 26, 49, 57]] = 1.0  # the expert fails, every seed walks
     v[[41, 63]] = 2 / 3  # the expert fails, two seeds of three walk
