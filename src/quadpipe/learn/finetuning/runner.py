@@ -70,7 +70,7 @@ class FinetuneConfig:
     """The `finetune` section of config.yaml (descriptions and sources: the schema)."""
 
     iterations: int = 120  # per seed; 0: no fine-tuning (the imitated policy is the result)
-    iterations_per_job: int = 12
+    iterations_per_job: int = 24
     episodes: int = 32  # per iteration
     seconds: float = 4.0  # per episode, from standing
     speed: tuple[float, float] = (0.15, 0.3)
