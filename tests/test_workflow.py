@@ -569,7 +569,8 @@ def test_report_holds_the_eval_table_images_and_videos(finished):
     assert "Headline: policy vs expert (2 training seeds)" in front
     # the conditions' table and the push curve's, each once
     assert front.count("expert success") == 2 and front.count("<td>corner</td>") == 1
-    assert "kick (m/s)" in front
+    assert "kick (m/s)" in front  # the push curve
+    assert "imitated ratio" in front and "fine-tuned - imitated" in front  # fine-tuning's start
     videos = decode(by_name["eval_videos.html"]["data_uri"]).decode()
     assert videos.count("<video") == 2
     assert {r["caption"] != "" for r in results.values()} == {True}

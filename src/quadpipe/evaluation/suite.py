@@ -10,7 +10,8 @@ condition c from spawn key (i, 1 + c). DAgger's entropy carries DAGGER_STREAM an
 selection's SELECT_STREAM, so none of them ever starts from the suite's state whatever the seeds:
 the suite's paths are held out from every path the policy was trained or selected on. Paths are
 drawn like DAgger's (control.paths.random_path: straight runs, arcs, corners), speeds uniformly in
-the expert's envelope.
+the expert's envelope. The push curve kicks nominal episode i at every size of `push_sizes`, the
+kicks' times and directions from spawn key (i, PUSH_CURVE_KEY), the same at every size.
 
 Figures: per episode the metrics of evaluation.metrics; success = no fall and progress >= 0.9.
 The episode is the independent unit: the expert and every seed's policy share it, so outcomes on

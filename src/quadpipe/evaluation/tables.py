@@ -209,6 +209,9 @@ def headline_rows(paths: list[dict[str, Any]], suite: list[dict[str, Any]]
         prow.append([r["path"], f"{r['expert']['mean_tracking_error_m']:.3f}",
                      f"{errs.mean():.3f}{spread}", f"{ratios.mean():.2f}{rspread}",
                      f"{r['across_seeds']['falls']}/{len(r['seeds'])}"])
+        if all("baseline" in x for x in paths):  # the imitated policies, with fine-tuning on
+            b = np.array([x["policy_to_expert_error_ratio"] for x in r["baseline"]["seeds"]])
+            prow[-1].append(f"{b.mean():.2f}" + (f" ± {b.std(ddof=1):.2f}" if len(b) > 1 else ""))
     crow = [[r["condition"], _rate(r["expert"]), _rate(r["policy"]["pooled"]),
              _diff(r.get("paired")), _p((r.get("paired") or {}).get("mcnemar_p")),
              f"{_num(r['ratio']['median'])} {_ci(r['ratio']['median_ci95'])}"]
@@ -239,12 +242,16 @@ def headline_rst(paths: list[dict[str, Any]], suite: list[dict[str, Any]]) -> st
     seeds = len(paths[0]["seeds"]) if paths else len(suite[0]["seeds"]) if suite else 0
     out = ["", f"Headline: policy vs expert ({seeds} training seed{'s' if seeds != 1 else ''})",
            "-" * 60, ""]
+    imitated = ["imitated ratio"] if prow and len(prow[0]) == 6 else []
     if prow:
         out += ["Named paths: mean tracking error (m), the policy's as mean ± sd over seeds; "
-                "ratio = policy / expert on the same path; falls = seeds whose policy fell.", "",
-                _rst_table(["path", "expert error", "policy error", "ratio", "falls"], prow), ""]
+                "ratio = policy / expert on the same path; falls = seeds whose policy fell"
+                + ("; imitated ratio = the imitated policies' (fine-tuning's start), same "
+                   "path." if imitated else "."), "",
+                _rst_table(["path", "expert error", "policy error", "ratio", "falls", *imitated],
+                           prow), ""]
     if crow:
-        n = suite[0]["expert"]["n"]
+        n = split_curve(suite)[0][0]["expert"]["n"]
         out += [f"Evaluation suite: {n} held-out random-path episodes per condition, policy "
                 "and expert on the same episodes; success = no fall and >= 90 % progress "
                 "(Wilson 95 % intervals; the policy's pooled over seeds at the effective number "
@@ -256,6 +263,13 @@ def headline_rst(paths: list[dict[str, Any]], suite: list[dict[str, Any]]) -> st
                             "McNemar", "error ratio (median)"], crow), ""]
         if physics_sentence(suite):
             out += [physics_sentence(suite), ""]
+        if all("baseline" in r for r in split_curve(suite)[0]):
+            out += ["Fine-tuning is on: the imitated policies it started from, on the same "
+                    "episodes, and fine-tuned minus imitated, seed by seed and episode by "
+                    "episode.", "",
+                    _rst_table(["condition", "imitated success", "imitated - expert",
+                                "imitated error ratio", "fine-tuned - imitated",
+                                "fine-tuned / imitated error"], baseline_rows(suite)), ""]
     curve = split_curve(suite)[1]
     if curve:
         out += [curve_caption(curve), "", _rst_table(curve_header(curve), curve_rows(curve)), ""]
