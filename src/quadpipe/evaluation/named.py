@@ -74,7 +74,8 @@ def evaluate_path(checkpoints: list[str | Path], spec: PathSpec, cfg: EvalConfig
     """Every checkpoint's policy vs expert vs standing on `spec`; write the JSON and the plot.
 
     baseline: one more checkpoint per seed (the imitated policies a fine-tuning started from),
-    on the same path in the same run; their figures go under "baseline", not into the plot.
+    on the same path in the same run; their figures go under "baseline", and the plot shows the
+    first seed's, dotted, beside its fine-tuned policy.
     """
     seeds = list(range(len(checkpoints))) if seeds is None else list(seeds)
     if len(seeds) != len(checkpoints) or (baseline and len(baseline) != len(seeds)):
