@@ -20,7 +20,7 @@ import numpy as np
 
 from quadpipe.config import ExpertConfig
 from quadpipe.control.paths import place
-from quadpipe.sim.expert import KNOBS_AT_REST, forward_references
+from quadpipe.sim.expert import KNOBS_AT_REST, forward_references, knob_run
 from quadpipe.sim.state import wrap_angle, yaw
 
 
@@ -144,16 +144,13 @@ def plan(steering: Sequence[Steering], qpos: np.ndarray, step: int, n: int,
 
     Only the steering (a windowed projection per path) runs per episode; the knob filter and the
     CPG run for every episode's chunk at once: the chunk's knob target is constant, so the filter
-    is `filter_knobs`' closed form over one run, and the CPG's cosines are the chunk's alone
+    is one run of `filter_knobs` (`knob_run`), and the CPG's cosines are the chunk's alone
     (`forward_references`). The same operations on the same arrays as one episode at a time, so
     the same bits whichever episodes share a call (a DAgger job's share, tested); a DAgger
     round's labels and the suite's expert spent as long here as in the physics when it looped.
     """
     targets = np.stack([s.target(q, step) for s, q in zip(steering, qpos, strict=True)])
-    start = np.stack([s.knobs for s in steering])
-    alpha = expert.dt / (expert.knob_tau + expert.dt)
-    decay = (1.0 - alpha) ** np.arange(1, n + 1)
-    knobs = targets[:, None, :] + (start - targets)[:, None, :] * decay[None, :, None]
+    knobs = knob_run(np.stack([s.knobs for s in steering]), targets, n, expert)
     for s, last in zip(steering, knobs[:, -1], strict=True):
         s.knobs = last.copy()
     return forward_references(np.arange(step + 1, step + n + 1), knobs, expert.dt)

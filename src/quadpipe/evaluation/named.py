@@ -166,11 +166,16 @@ def plot_runs(runs: Runs, target: Target, num: int, name: str, out: Path) -> Pat
     # the policies evaluated; a baseline (the imitated policies beside fine-tuned ones) is thin
     policies = [n for n in runs.qpos if n not in colours and not n.startswith("baseline")]
     base = [n for n in runs.qpos if n.startswith("baseline")]
-    for k, name_ in enumerate([*policies, EXPERT, STANDING]):
-        q = runs.qpos[name_][0]
-        m = runs.metrics[name_][0]
+
+    def track(run: str) -> tuple[np.ndarray, dict]:
+        """A run's recorded base track up to its fall, and its metrics."""
+        q, m = runs.qpos[run][0], runs.metrics[run][0]
         if m["fell"]:
             q = q[: int(round(m["fall_time_s"] / target.dt)) // runs.record_every + 1]
+        return q, m
+
+    for k, name_ in enumerate([*policies, EXPERT, STANDING]):
+        q, m = track(name_)
         first = k == 0
         colour = colours.get(name_, "tab:blue")
         label = (f"policy ({name_.replace('_', ' ')})" if first else
@@ -181,9 +186,7 @@ def plot_runs(runs: Runs, target: Target, num: int, name: str, out: Path) -> Pat
         if m["fell"]:
             ax.plot(q[-1, 0], q[-1, 1], "x", color=colour, ms=10)
     if base:  # the first seed's imitated policy, for what fine-tuning changed
-        q, m = runs.qpos[base[0]][0], runs.metrics[base[0]][0]
-        if m["fell"]:
-            q = q[: int(round(m["fall_time_s"] / target.dt)) // runs.record_every + 1]
+        q, _ = track(base[0])
         ax.plot(q[:, 0], q[:, 1], color="tab:green", lw=0.9, ls=":",
                 label=f"imitated ({base[0].replace('baseline_', '').replace('_', ' ')})")
     ax.set(xlabel="x (m)", ylabel="y (m)", title=f"{name}: target vs actual (top view)")

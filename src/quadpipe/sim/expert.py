@@ -61,16 +61,22 @@ def filter_knobs(targets: np.ndarray, cfg: ExpertConfig, start: np.ndarray = KNO
     one numpy expression per run instead of a Python step loop.
     """
     targets = np.asarray(targets, dtype=np.float64)
-    alpha = cfg.dt / (cfg.knob_tau + cfg.dt)
     out = np.empty_like(targets)
     change = np.flatnonzero(np.any(np.diff(targets, axis=0) != 0, axis=1)) + 1
     bounds = np.concatenate([[0], change, [len(targets)]])
     v = np.asarray(start, dtype=np.float64)
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        decay = (1.0 - alpha) ** np.arange(1, b - a + 1)
-        out[a:b] = targets[a] + (v - targets[a]) * decay[:, None]
+        out[a:b] = knob_run(v, targets[a], b - a, cfg)
         v = out[b - 1]
     return out
+
+
+def knob_run(start: np.ndarray, target: np.ndarray, n: int, cfg: ExpertConfig) -> np.ndarray:
+    """(..., n, 4) the filtered knobs over n steps of one constant target (..., 4) from their
+    values `start` (..., 4): one run of `filter_knobs`, for one episode or many at once."""
+    alpha = cfg.dt / (cfg.knob_tau + cfg.dt)
+    decay = (1.0 - alpha) ** np.arange(1, n + 1)
+    return target[..., None, :] + (start - target)[..., None, :] * decay[:, None]
 
 
 def gait_phase(steps: np.ndarray, modes: np.ndarray, dt: float) -> np.ndarray:
@@ -115,10 +121,8 @@ def forward_references(steps: np.ndarray, knobs: np.ndarray, dt: float) -> np.nd
     cosine and its scalar tail differ in the last bit, and which rows fall in the tail depends on
     how many episodes share the call.)
     """
-    modes = np.full(len(steps), MODE_FORWARD, dtype=np.int8)
-    params = np.where((modes == MODE_BACKWARD)[:, None], GAIT_BACKWARD, GAIT_FORWARD)
-    a_th, c_th, a_cf, c_cf = (params[:, i:i + 1] for i in range(1, 5))
-    phase = gait_phase(steps, modes, dt)[:, None]
+    a_th, c_th, a_cf, c_cf = GAIT_FORWARD[1:5]
+    phase = gait_phase(steps, np.full(len(steps), MODE_FORWARD, dtype=np.int8), dt)[:, None]
     cos_th, cos_cf = np.cos(phase + THIGH_OFFSET), np.cos(phase + CALF_OFFSET)
     scale = np.where(IS_LEFT, knobs[..., 0:1], knobs[..., 1:2])  # (E, n, 4)
     hip = np.where(IS_LEFT, knobs[..., 2:3], knobs[..., 3:4])
