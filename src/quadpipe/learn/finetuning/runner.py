@@ -69,9 +69,9 @@ class FinetuneError(QuadpipeError):
 class FinetuneConfig:
     """The `finetune` section of config.yaml (descriptions and sources: the schema)."""
 
-    iterations: int = 120  # per seed; 0: no fine-tuning (the imitated policy is the result)
-    iterations_per_job: int = 24
-    episodes: int = 32  # per iteration
+    iterations: int = 240  # per seed; 0: no fine-tuning (the imitated policy is the result)
+    iterations_per_job: int = 48
+    episodes: int = 16  # per iteration
     seconds: float = 4.0  # per episode, from standing
     speed: tuple[float, float] = (0.15, 0.3)
     randomize: float = 0.0  # share of episodes with physics and pushes from `randomize` ranges
