@@ -278,7 +278,8 @@ def test_kicked_episodes_get_kicks_from_their_own_ranges_on_nominal_physics(tiny
     assert np.array_equal(mixed.target_xy, nominal.target_xy)
     with pytest.raises(ConfigError, match="finetune.kicked must be a share"):
         FinetuneConfig(randomize=0.5, kicked=0.75)
-    assert FinetuneConfig(randomize=0.3, kicked=0.7).kicked_at(0) == 32 - 10  # all but those
+    # all but the randomised ones
+    assert FinetuneConfig(episodes=32, randomize=0.3, kicked=0.7).kicked_at(0) == 32 - 10
     with pytest.raises(ConfigError, match="finetune.kicked_from must be >= 0"):
         FinetuneConfig(kicked=0.5, kicked_from=-1)
     with pytest.raises(ConfigError, match="finetune.kicks.velocity"):
