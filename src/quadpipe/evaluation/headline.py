@@ -26,6 +26,7 @@ from quadpipe.evaluation.tables import (
     headline_rows,
     physics_sentence,
     split_curve,
+    with_baseline,
 )
 
 
@@ -68,7 +69,7 @@ def headline_markdown(paths: list[dict[str, Any]], suite: list[dict[str, Any]],
            f"{where['torch']}, MuJoCo {where['mujoco']}; {len(seeds)} training seeds "
            f"({', '.join(map(str, seeds))}), every figure over all of them.", ""]
     if paths:
-        imitated = all("baseline" in r for r in paths)
+        imitated = with_baseline(paths)
         rows = []
         for r in paths:
             ratios = [s["policy_to_expert_error_ratio"] for s in r["seeds"]]
@@ -108,7 +109,7 @@ def headline_markdown(paths: list[dict[str, Any]], suite: list[dict[str, Any]],
                            "McNemar", "per seed", "error ratio"], rows), ""]
         if physics_sentence(suite):
             out += [physics_sentence(suite), ""]
-        if all("baseline" in r for r in suite):
+        if with_baseline(suite):
             out += _versus_baseline(suite)
     if curve:
         out += [curve_caption(curve), "", _md_table(curve_header(curve), curve_rows(curve)), ""]

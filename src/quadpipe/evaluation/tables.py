@@ -197,9 +197,17 @@ def physics_sentence(suite: list[dict[str, Any]]) -> str:
     return out + "."
 
 
+def with_baseline(results: list[dict[str, Any]]) -> bool:
+    """Whether every result holds the imitated policies beside the evaluated ones (fine-tuning
+    on): the headlines' imitated columns and tables."""
+    return all("baseline" in r for r in results)
+
+
 def headline_rows(paths: list[dict[str, Any]], suite: list[dict[str, Any]]
                   ) -> tuple[list[list[str]], list[list[str]]]:
-    """(rows per path, rows per condition) of the headline, as text cells."""
+    """(rows per path, rows per condition) of the headline, as text cells; with the imitated
+    policies beside (`with_baseline`), each path's row ends with their ratio."""
+    imitated = with_baseline(paths)
     prow = []
     for r in paths:
         errs = np.array([s["mean_tracking_error_m"] for s in r["seeds"]])
@@ -209,7 +217,7 @@ def headline_rows(paths: list[dict[str, Any]], suite: list[dict[str, Any]]
         prow.append([r["path"], f"{r['expert']['mean_tracking_error_m']:.3f}",
                      f"{errs.mean():.3f}{spread}", f"{ratios.mean():.2f}{rspread}",
                      f"{r['across_seeds']['falls']}/{len(r['seeds'])}"])
-        if all("baseline" in x for x in paths):  # the imitated policies, with fine-tuning on
+        if imitated:
             b = np.array([x["policy_to_expert_error_ratio"] for x in r["baseline"]["seeds"]])
             prow[-1].append(f"{b.mean():.2f}" + (f" ± {b.std(ddof=1):.2f}" if len(b) > 1 else ""))
     crow = [[r["condition"], _rate(r["expert"]), _rate(r["policy"]["pooled"]),
@@ -242,7 +250,7 @@ def headline_rst(paths: list[dict[str, Any]], suite: list[dict[str, Any]]) -> st
     seeds = len(paths[0]["seeds"]) if paths else len(suite[0]["seeds"]) if suite else 0
     out = ["", f"Headline: policy vs expert ({seeds} training seed{'s' if seeds != 1 else ''})",
            "-" * 60, ""]
-    imitated = ["imitated ratio"] if prow and len(prow[0]) == 6 else []
+    imitated = ["imitated ratio"] if prow and with_baseline(paths) else []
     if prow:
         out += ["Named paths: mean tracking error (m), the policy's as mean ± sd over seeds; "
                 "ratio = policy / expert on the same path; falls = seeds whose policy fell"
@@ -263,7 +271,7 @@ def headline_rst(paths: list[dict[str, Any]], suite: list[dict[str, Any]]) -> st
                             "McNemar", "error ratio (median)"], crow), ""]
         if physics_sentence(suite):
             out += [physics_sentence(suite), ""]
-        if all("baseline" in r for r in split_curve(suite)[0]):
+        if with_baseline(split_curve(suite)[0]):
             out += ["Fine-tuning is on: the imitated policies it started from, on the same "
                     "episodes, and fine-tuned minus imitated, seed by seed and episode by "
                     "episode.", "",
