@@ -20,7 +20,7 @@ from quadpipe.learn.imitation.train import train
 from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import Policy, load_checkpoint, save_checkpoint
 from quadpipe.learn.samples import ObsConfig, observe
-from quadpipe.sim.state import quat_mul, rotate_xy
+from quadpipe.sim.state import quat_mul, quat_to_rotvec, rotate_xy, states_from, yaw
 
 # The tiny shard's trajectories are 0.4-1.2 s long: a 0.2 s horizon leaves samples in each.
 # No noise augmentation here, so the training loss is the plain imitation loss.
@@ -138,6 +138,50 @@ def test_heading_frame_is_invariant_to_where_and_which_way(tiny_shard) -> None:
     v2[:, :3] = rotate_xy(qvel[:, :3], np.full(len(v2), ang))
     b = observe(q2[t], v2[t], q2[t[:, None] + obs.offsets, :3], obs)
     np.testing.assert_allclose(a, b, atol=1e-6)  # float32 quaternions in the file
+
+
+def _observe_by_definition(qpos, qvel, future, obs, phase):
+    """The observation composed from sim.state's general functions (what `observe` writes out
+    term by term for speed)."""
+    state = states_from(qpos, qvel)
+    rel = future - qpos[:, None, 0:3]
+    if obs.frame == "heading":
+        heading = yaw(qpos[:, 3:7])
+        half = -0.5 * heading
+        unyaw = np.stack([np.cos(half), np.zeros_like(half), np.zeros_like(half), np.sin(half)],
+                         axis=-1)
+        state[:, 0:2] = 0.0
+        state[:, 3:6] = quat_to_rotvec(quat_mul(unyaw, qpos[:, 3:7]))
+        state[:, 6:9] = rotate_xy(state[:, 6:9], -heading)
+        rel = rotate_xy(rel, -heading)
+    parts = [state, rel.reshape(len(qpos), -1)]
+    if obs.gait_clock:
+        clock = np.stack([np.sin(phase), np.cos(phase)], axis=-1)
+        parts.append(np.where(np.isnan(phase)[:, None], 0.0, clock))
+    return np.concatenate(parts, axis=1)
+
+
+@pytest.mark.parametrize("frame", ["heading", "world"])
+def test_observe_is_its_definition_bit_for_bit(frame) -> None:
+    """Every bit, signed zeros included, on tilted, level, upright and sign-flipped quaternions:
+    a closed loop's observations are the training samples' (both call `observe`), and a policy
+    evaluated before the per-step fast path walks the same after it."""
+    rng = np.random.default_rng(7)
+    obs = ObsConfig(horizon=250, waypoint_every=50, gait_clock=True, frame=frame, dt=0.004)
+    for trial in range(60):
+        n = int(rng.integers(1, 40))
+        qpos, qvel = rng.normal(size=(n, 19)), rng.normal(size=(n, 18))
+        q = rng.normal(size=(n, 4))
+        q[: n // 3, 1:3] = 0.0  # pure yaw: the tilt's zero terms decide signed zeros
+        q[n // 3: n // 2] = [1.0, 0.0, 0.0, 0.0]
+        q = -q if trial % 2 else q
+        qpos[:, 3:7] = q / np.linalg.norm(q, axis=1, keepdims=True)
+        future = rng.normal(size=(n, obs.num_waypoints, 3))
+        phase = np.where(rng.random(n) < 0.3, np.nan, rng.normal(size=n))
+        want = _observe_by_definition(qpos, qvel, future, obs, phase)
+        got = observe(qpos, qvel, future, obs, phase)
+        assert got.shape == (n, obs.dim)
+        assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
 
 
 def test_cli_train_and_bad_config(tiny_shard, tmp_path) -> None:
