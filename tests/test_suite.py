@@ -217,6 +217,56 @@ def test_the_split_suite_is_the_unsplit_one_bit_for_bit(tiny_policies, tmp_path)
         part_episodes(2, 0, 3)
 
 
+def test_each_seeds_parts_and_the_experts_combine_to_the_whole_bit_for_bit(tiny_policies,
+                                                                          tmp_path) -> None:
+    """As the workflow runs the suite: per condition each seed's policies (with their baseline)
+    without the expert, and the expert alone, in parts of their own; combined, every figure is
+    that of one job running them all. Groups that clash are refused in one line."""
+    ckpts = [str(p) for p in tiny_policies]
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("suite:\n  episodes: 4\n  seconds: 0.6\n")
+    common = ["--condition", "randomized", "--config", str(cfg_file)]
+    assert main(["suite", "--checkpoint", *ckpts, "--seeds", "0", "1", "--baseline",
+                 *ckpts[::-1], *common, "--out", str(tmp_path / "whole.json")]) == 0
+    parts = []
+    for s in (0, 1):
+        for k in range(2):
+            parts.append(tmp_path / f"seed_{s}_{k}.json")
+            assert main(["suite", "--checkpoint", ckpts[s], "--seeds", str(s), "--no-expert",
+                         "--baseline", ckpts[1 - s], *common, "--part", str(k), "--parts", "2",
+                         "--out", str(parts[-1])]) == 0
+    parts.append(tmp_path / "expert.json")
+    assert main(["suite", *common, "--part", "0", "--parts", "1", "--out", str(parts[-1])]) == 0
+    seed_part = json.loads(parts[0].read_text())
+    assert "expert" not in seed_part["episodes"][0]
+    assert list(json.loads(parts[-1].read_text())["episodes"][0]["policy"]) == []
+    assert main(["suite-combine", "--parts", *map(str, parts),
+                 "--out", str(tmp_path / "split.json")]) == 0
+    whole, split = (json.loads((tmp_path / f).read_text()) for f in ("whole.json", "split.json"))
+    for r in (whole, split):
+        r.pop("steps_per_s")
+    assert split == whole
+    assert json.dumps(split["episodes"]) == json.dumps(whole["episodes"])  # key order too
+
+    loaded = [json.loads(p.read_text()) for p in parts]
+    with pytest.raises(ConfigError, match="exactly one must"):
+        combine(loaded[:4])
+    with pytest.raises(ConfigError, match="exactly one must"):
+        combine([*loaded, json.loads((tmp_path / "expert.json").read_text()) | {"seeds": [9]}])
+    twice = [{**p, "seeds": [1, 0]} for p in loaded[2:4]]
+    with pytest.raises(ConfigError, match="repeat"):
+        combine([*loaded[:2], *twice, loaded[4]])
+    with pytest.raises(ConfigError, match="different runs"):  # one seed, two checkpoints
+        combine([*loaded[:2], *({**p, "seeds": [0]} for p in loaded[2:4]), loaded[4]])
+    bare = [{**p, "baseline_checkpoints": []} for p in loaded[2:4]]
+    with pytest.raises(ConfigError, match="baseline"):
+        combine([*loaded[:2], *bare, loaded[4]])
+    with pytest.raises(ConfigError, match="each part exactly once"):
+        combine([loaded[0], *loaded[2:]])
+    assert main(["suite", "--checkpoint", ckpts[0], "--no-expert", *common,
+                 "--out", str(tmp_path / "x.json")]) == 2
+
+
 def test_the_push_curve_kicks_the_same_episodes_harder_and_reports_each_size(tiny_policies
                                                                              ) -> None:
     """push_curve: nominal episode i at every size, the same kick times and directions scaled;

@@ -30,7 +30,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # `all` close every run).
 AFTER_REPORT = {"eval_report", "report", "all"}
 AFTER_EVAL = {"evaluate", "eval_video", "eval_videos"} | AFTER_REPORT
-SUITE = {"suite_part", "suite"}  # suite.jobs parts per condition, then their combination
+SUITE = {"suite_part", "suite"}  # per condition, each seed's and the expert's parts, combined
 # the test config fine-tunes, as the default run does: a new imitated policy is fine-tuned again
 AFTER_TRAIN = {"finetune", "finetuned_policy", "default_policy"} | SUITE | AFTER_EVAL
 # the test config has one DAgger round
@@ -179,9 +179,11 @@ def test_a_training_parameter_reruns_train_eval_and_report_only(finished):
     jobs = planned(finished, {"train": {"epochs": 3}})
     assert set(jobs) == TRAINING | AFTER_TRAIN
     assert len(jobs["policy"]) == 2 and len(jobs["evaluate"]) == 2 and len(jobs["suite"]) == 5
-    # two per condition (suite.jobs), the fidelity condition's twice as many, at most one per
-    # episode (3); the push curve's 4 episodes (2 sizes x 2) in two
-    assert len(jobs["suite_part"]) == 2 * 3 + 3 + 2
+    # one job per condition for each seed's policies (suite.jobs: 1); the expert's jobs do not
+    # depend on the policies, so they stay
+    assert sorted(jobs["suite_part"]) == sorted(
+        f"results/eval/suite/{c}/seed_{s}/part_0_of_1.json"
+        for c in ("nominal", "randomized", "pushes", "fidelity", "push_curve") for s in (0, 1))
     # both seeds' stages (behaviour cloning, DAgger round 1) and collections (2 jobs each)
     assert len(jobs["train_stage"]) == 4 and len(jobs["dagger_collect"]) == 4
 
@@ -201,8 +203,8 @@ def test_an_eval_parameter_reruns_the_named_paths_and_report_only(finished):
 def test_a_suite_range_reruns_only_its_condition(finished):
     jobs = planned(finished, {"suite": {"pushes": {"velocity": [0.2, 0.4]}}})
     assert jobs.get("suite") == ["results/eval/suite/pushes.json"]
-    assert sorted(jobs["suite_part"]) == [f"results/eval/suite/pushes/part_{k}_of_2.json"
-                                          for k in range(2)]
+    assert sorted(jobs["suite_part"]) == [f"results/eval/suite/pushes/{g}/part_0_of_1.json"
+                                          for g in ("expert", "seed_0", "seed_1")]
     assert set(jobs) == SUITE | AFTER_REPORT
 
 
@@ -221,7 +223,7 @@ def test_a_new_seed_trains_only_itself(finished):
     jobs = planned(finished, {"train": {"seeds": [0, 1, 2]}})
     assert jobs["policy"] == ["results/train/seed_2/best.pt"]
     fine = {"finetune", "finetuned_policy"}
-    assert all("seed_2/" in out for rule in TRAINING | fine for out in jobs[rule])
+    assert all("seed_2/" in out for rule in TRAINING | fine | {"suite_part"} for out in jobs[rule])
     assert set(jobs) == TRAINING | fine | {"evaluate"} | SUITE | AFTER_REPORT
 
 

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from quadpipe.control.paths import parse_paths
-from quadpipe.config import PROFILES, sim_config
+from quadpipe.config import sim_config
 from quadpipe.errors import ConfigError
 from quadpipe.overrides import apply_overrides, check, check_relations, load_schema
 
@@ -47,6 +47,7 @@ wildcard_constraints:
     part=r"\d+",
     parts=r"\d+",
     condition="|".join(CONDITIONS),
+    group=r"expert|seed_\d+",
 
 
 REPORT = "report.html"
@@ -380,24 +381,52 @@ def eval_videos(wildcards=None):
     return expand("results/eval/{path}.mp4", path=PATHS)
 
 
+def suite_groups():
+    """The suite's controller groups, each run by jobs of its own: every seed's policies (the
+    fine-tuned and the imitated one, with fine-tuning on) and the expert."""
+    return [f"seed_{s}" for s in SEEDS] + ["expert"]
+
+
+def group_seed(wildcards):
+    return None if wildcards.group == "expert" else int(wildcards.group.split("_")[1])
+
+
+def group_checkpoints(wildcards):
+    seed = group_seed(wildcards)
+    name = "finetuned.pt" if finetuning() else "best.pt"
+    return [] if seed is None else [f"{seed_dir(seed)}/{name}"]
+
+
+def group_baseline(wildcards):
+    seed = group_seed(wildcards)
+    return [f"{seed_dir(seed)}/best.pt"] if finetuning() and seed is not None else []
+
+
+def group_args(wildcards, input):
+    """The suite job's controllers: one seed's policies without the expert, or the expert."""
+    seed = group_seed(wildcards)
+    if seed is None:
+        return ""
+    base = f" --baseline {' '.join(input.baseline)}" if input.baseline else ""
+    return (
+        f"--checkpoint {' '.join(input.checkpoints)} --seeds {seed} --no-expert{base}"
+    )
+
+
 def suite_parts(wildcards):
-    """A condition's part files: suite.jobs of them, at most one per episode (the figures do not
-    depend on the split). The fidelity condition's steps are shorter than the run's (1 ms on
-    the original's physics against 4 ms): its episodes cost ~2.5x, so it is split twice as
-    finely and the run's last jobs stay short."""
+    """A condition's part files: suite.jobs of them for each controller group, at most one per
+    episode (the figures do not depend on the split), seeds in config order, the expert last.
+    """
     s = config["suite"]
-    episodes, jobs = s["episodes"], s["jobs"]
+    episodes = s["episodes"]
     if wildcards.condition == "push_curve":
-        # one episode set per kick size: as many jobs as a condition of that many episodes
         episodes = s["push_episodes"] * len(s["push_sizes"])
-        jobs *= max(1, round(episodes / s["episodes"]))
     if wildcards.condition == "fidelity":
         episodes = min(s["fidelity_episodes"], episodes)
-        if PROFILES[s["fidelity_profile"]].timestep < SIM.timestep:
-            jobs *= 2
-    n = min(jobs, episodes)
+    n = min(s["jobs"], episodes)
     return [
-        f"results/eval/suite/{wildcards.condition}/part_{k}_of_{n}.json"
+        f"results/eval/suite/{wildcards.condition}/{group}/part_{k}_of_{n}.json"
+        for group in suite_groups()
         for k in range(n)
     ]
 

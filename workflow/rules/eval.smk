@@ -1,6 +1,6 @@
 # Closed-loop evaluation: every seed's policy vs the expert on each named path (one job per
-# path) and on the suite's random held-out episodes (suite.jobs jobs per condition, combined into
-# one JSON per condition); the report's pages.
+# path) and on the suite's random held-out episodes (per condition, suite.jobs jobs for each
+# seed's policies and for the expert, combined into one JSON per condition); the report's pages.
 
 
 rule evaluate:
@@ -70,17 +70,17 @@ rule eval_video:
 
 rule suite_part:
     input:
-        checkpoints=seed_checkpoints,
-        baseline=baseline_inputs,
+        checkpoints=group_checkpoints,
+        baseline=group_baseline,
     output:
-        "results/eval/suite/{condition}/part_{part}_of_{parts}.json",
+        "results/eval/suite/{condition}/{group}/part_{part}_of_{parts}.json",
     log:
-        out="results/logs/suite/{condition}/part_{part}_of_{parts}.log",
-        settings="results/logs/suite/{condition}/part_{part}_of_{parts}.json",
+        out="results/logs/suite/{condition}/{group}/part_{part}_of_{parts}.log",
+        settings="results/logs/suite/{condition}/{group}/part_{part}_of_{parts}.json",
     benchmark:
-        "results/benchmarks/suite/{condition}/part_{part}_of_{parts}.tsv"
-    # the longest jobs once the policies are there: before the named paths, so the run does not
-    # end on one of them alone
+        "results/benchmarks/suite/{condition}/{group}/part_{part}_of_{parts}.tsv"
+    # after the training chains (priority 2), before the named paths: a seed's suite fills the
+    # cores while a slower seed's chain finishes, and the run does not end on a path alone
     priority: 1
     conda:
         CONDA_ENV
@@ -90,12 +90,10 @@ rule suite_part:
         runtime=60,
     params:
         settings=suite_settings,
-        seeds=" ".join(str(s) for s in SEEDS),
-        baseline=baseline_arg,
+        controllers=group_args,
     shell:
         "echo {params.settings:q} > {log.settings} && "
-        "OMP_NUM_THREADS=1 python -m quadpipe suite --checkpoint {input.checkpoints} "
-        "--seeds {params.seeds} {params.baseline} "
+        "OMP_NUM_THREADS=1 python -m quadpipe suite {params.controllers} "
         "--condition {wildcards.condition} --part {wildcards.part} --parts {wildcards.parts} "
         "--threads {threads} --out {output} --config {log.settings} > {log.out} 2>&1"
 

@@ -100,7 +100,14 @@ def _render(args: argparse.Namespace) -> None:
 
 
 def _suite_args(p: argparse.ArgumentParser) -> None:
-    _checkpoint_args(p)
+    p.add_argument("--checkpoint", nargs="*", default=[],
+                   help="policy checkpoints (best.pt), one per training seed, first seed first; "
+                   "none: the expert alone (a part for suite-combine)")
+    p.add_argument("--seeds", nargs="*", type=int,
+                   help="the training seed of each checkpoint (default 0, 1, ...)")
+    p.add_argument("--no-expert", action="store_true",
+                   help="the policies without the expert (a part for suite-combine, joined with "
+                   "a part that ran the expert on the same episodes)")
     p.add_argument("--condition", required=True,
                    help="nominal, randomized, pushes or fidelity")
     p.add_argument("--baseline", nargs="*", default=[],
@@ -124,6 +131,7 @@ def _suite(args: argparse.Namespace) -> None:
 
     from quadpipe.config import expert_config
     from quadpipe.data.dataset import write_json
+    from quadpipe.errors import ConfigError
     from quadpipe.evaluation.suite import SuiteConfig, combine, run_part
 
     cfg = load_config(args.config)
@@ -131,9 +139,13 @@ def _suite(args: argparse.Namespace) -> None:
     if args.threads is not None:
         suite = dataclasses.replace(suite, threads=args.threads)
     seeds = args.seeds if args.seeds is not None else list(range(len(args.checkpoint)))
+    if args.parts is None and (args.no_expert or not args.checkpoint):
+        raise ConfigError("--no-expert or no --checkpoint: this job writes a part for "
+                          "suite-combine; give --part and --parts")
     part = run_part(args.checkpoint, seeds, args.condition, suite,
                     expert_config(cfg),
-                    args.baseline or None, args.part, args.parts or 1)
+                    args.baseline or None, args.part, args.parts or 1,
+                    with_expert=not args.no_expert)
     if args.parts is not None:  # a part for suite-combine, as the workflow runs it
         write_json(part, args.out)
         print(f"{args.condition}: part {args.part} of {args.parts}, "

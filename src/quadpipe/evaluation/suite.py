@@ -80,7 +80,7 @@ class SuiteConfig:
     lookahead: float = 0.4  # m, the expert follower's look-ahead
     record_every: int = 10  # ms between recorded poses (metrics at 100 Hz; whole steps)
     threads: int = 1  # simulation threads per condition job
-    jobs: int = 2  # jobs each condition's episodes are split over; no figure depends on it
+    jobs: int = 1  # jobs per condition for each seed's policies, and for the expert
     conditions: tuple[str, ...] = SUITE_CONDITIONS
     fidelity_episodes: int = 50  # the fidelity condition's: nominal's first n (<= episodes)
     fidelity_profile: str = "original"  # the physics the fidelity condition runs on
@@ -181,9 +181,14 @@ def part_episodes(episodes: int, part: int, parts: int) -> np.ndarray:
 
 def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
              cfg: SuiteConfig = SuiteConfig(), expert: ExpertConfig = ExpertConfig(),
-             baseline: list[str | Path] | None = None, part: int = 0, parts: int = 1
-             ) -> dict[str, Any]:
+             baseline: list[str | Path] | None = None, part: int = 0, parts: int = 1,
+             with_expert: bool = True) -> dict[str, Any]:
     """Every seed's policy (and baseline) and the expert on one part of the condition's episodes.
+
+    A part may run some of the controllers only (`combine` joins them episode by episode): the
+    policies of some seeds without the expert (with_expert False), or the expert alone (no
+    checkpoints). The workflow runs each seed's policies and the expert as parts of their own,
+    so a seed's suite starts when its own policy is ready, not when the slowest seed's is.
 
     The policies must have been trained on `expert.sim`; the fidelity condition then runs them
     and the expert on its own profile (condition_physics), each policy at its own decision rate
@@ -197,6 +202,9 @@ def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
     if len(seeds) != len(checkpoints) or (baseline and len(baseline) != len(seeds)):
         raise ConfigError(f"{len(checkpoints)} checkpoints and "
                           f"{len(baseline or [])} baselines but {len(seeds)} seeds")
+    if not checkpoints and not with_expert:
+        raise ConfigError("a suite part runs the expert, policies or both: give checkpoints or "
+                          "leave the expert in")
     episodes_n = condition_episodes(cfg, check_suite_condition(condition))
     mine = part_episodes(episodes_n, part, parts)
     names = [f"seed_{s}" for s in seeds]
@@ -215,7 +223,8 @@ def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
     runs = run_groups([p["target"] for p in plan], num, q0, models, policies, expert,
                       FollowerConfig(lookahead=cfg.lookahead), pushes=[p["pushes"] for p in plan],
                       threads=cfg.threads, record_every=expert.sim.steps(cfg.record_every),
-                      rows=mine, batch=episodes_n, cross_profile=condition == FIDELITY)
+                      rows=mine, batch=episodes_n, cross_profile=condition == FIDELITY,
+                      with_expert=with_expert)
     for group in runs.metrics.values():
         for m in group:
             m["success"] = success(m, cfg.success_progress)
@@ -226,7 +235,7 @@ def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
             "physics": p["physics"].as_dict() if p["physics"] else None,
             "pushes": [[step * expert.dt, *dv[:2].tolist()] for step, dv in p["pushes"]],
             **({"kick_m_s": p["kick_m_s"]} if "kick_m_s" in p else {}),
-            EXPERT: _pick(runs.metrics[EXPERT][j]),
+            **({EXPERT: _pick(runs.metrics[EXPERT][j])} if with_expert else {}),
             "policy": {n: _pick(runs.metrics[n][j]) for n in names}})
         if base_names:
             episodes[-1][BASELINE] = {n: _pick(runs.metrics[b][j])
@@ -234,6 +243,7 @@ def run_part(checkpoints: list[str | Path], seeds: list[int], condition: str,
     return {"condition": condition, "seeds": list(seeds),
             "checkpoints": [str(c) for c in checkpoints],
             "baseline_checkpoints": [str(c) for c in baseline or []],
+            "with_expert": with_expert,
             "suite_config": dataclasses.asdict(cfg), "part": part, "parts": parts,
             "physics": physics_note(trained, expert),
             "steps_per_s": runs.steps_per_s, "episodes": episodes}
@@ -253,38 +263,86 @@ def _same_run(suite_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The condition's JSON (figures over all episodes) from the parts `run_part` wrote."""
+    """The condition's JSON (figures over all episodes) from the parts `run_part` wrote.
+
+    Parts form groups by the controllers they ran (their seeds, and whether the expert): each
+    group's parts must cover the episodes once, exactly one group must have run the expert, and
+    no seed may be in two groups. Seeds come in the order of their groups' first parts.
+    """
     if not parts:
         raise ConfigError("no suite parts to combine")
     first = parts[0]
-    keys = ("condition", "seeds", "checkpoints", "baseline_checkpoints")
     for p in parts[1:]:
-        if any(p[k] != first[k] for k in keys) or p["parts"] != first["parts"] or \
+        if p["condition"] != first["condition"] or \
                 _same_run(p["suite_config"]) != _same_run(first["suite_config"]):
             raise ConfigError(f"suite parts of different runs: part {p['part']} differs from "
-                              f"part {first['part']} in its condition, checkpoints or settings; "
-                              f"rerun the condition's parts together")
-    have = sorted(p["part"] for p in parts)
-    if have != list(range(first["parts"])):
-        raise ConfigError(f"suite parts {have} of {first['parts']}: each part exactly once")
-    episodes = [e for p in sorted(parts, key=lambda p: p["part"]) for e in p["episodes"]]
+                              f"part {first['part']} in its condition or settings; rerun the "
+                              f"condition's parts together")
+    groups: dict[tuple[tuple[int, ...], bool], list[dict[str, Any]]] = {}
+    for p in parts:
+        groups.setdefault((tuple(p["seeds"]), p.get("with_expert", True)), []).append(p)
     n = condition_episodes(SuiteConfig.from_mapping(first["suite_config"]), first["condition"])
-    if [e["episode"] for e in episodes] != list(range(n)):
-        raise ConfigError("suite parts do not cover the episodes 0..N-1 once each")
-    names = [f"seed_{s}" for s in first["seeds"]]
-    result = {k: first[k] for k in ("condition", "seeds", "checkpoints")}
+    joined = [_group_episodes(g, n) for g in groups.values()]
+    seeds = [s for key in groups for s in key[0]]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"suite parts: seeds {seeds} repeat across parts that ran different "
+                          f"controllers; each seed's policy once per condition")
+    if sum(key[1] for key in groups) != 1:
+        raise ConfigError(f"suite parts: {sum(key[1] for key in groups)} groups of parts ran the "
+                          f"expert; exactly one must")
+    with_base = {bool(g[0]["baseline_checkpoints"]) for key, g in groups.items() if key[0]}
+    if len(with_base) > 1:
+        raise ConfigError("suite parts: some seeds have baseline policies beside them, others "
+                          "not; rerun the condition's parts together")
+    baseline = with_base == {True}
+    episodes = [_join(row, baseline) for row in zip(*joined, strict=True)]
+    names = [f"seed_{s}" for s in seeds]
+    result = {"condition": first["condition"], "seeds": seeds,
+              "checkpoints": [c for g in groups.values() for c in g[0]["checkpoints"]]}
     if "physics" in first:
         result["physics"] = first["physics"]
     result.update(suite_config=first["suite_config"], **summarise(episodes, names),
                   steps_per_s=float(np.mean([p["steps_per_s"] for p in parts])))
-    if first["baseline_checkpoints"]:
-        result[BASELINE] = {"checkpoints": first["baseline_checkpoints"],
-                            **baseline_summary(episodes, names)}
+    if baseline:
+        result[BASELINE] = {
+            "checkpoints": [c for g in groups.values() for c in g[0]["baseline_checkpoints"]],
+            **baseline_summary(episodes, names)}
         result["vs_baseline"] = versus(episodes, names)
     if first["condition"] == PUSH_CURVE:
-        result["curve"] = curve(episodes, names, bool(first["baseline_checkpoints"]))
+        result["curve"] = curve(episodes, names, baseline)
     result["episodes"] = episodes
     return result
+
+
+def _group_episodes(group: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Episodes 0..n-1 of one group of parts (the same controllers), in order."""
+    first = group[0]
+    keys = ("checkpoints", "baseline_checkpoints", "parts")
+    for p in group[1:]:
+        if any(p[k] != first[k] for k in keys):
+            raise ConfigError(f"suite parts of different runs: seeds {first['seeds']}' part "
+                              f"{p['part']} differs from their part {first['part']} in its "
+                              f"checkpoints or number of parts; rerun the condition's parts "
+                              f"together")
+    have = sorted(p["part"] for p in group)
+    if have != list(range(first["parts"])):
+        raise ConfigError(f"suite parts {have} of {first['parts']} (seeds {first['seeds']}): "
+                          f"each part exactly once")
+    episodes = [e for p in sorted(group, key=lambda p: p["part"]) for e in p["episodes"]]
+    if [e["episode"] for e in episodes] != list(range(n)):
+        raise ConfigError("suite parts do not cover the episodes 0..N-1 once each")
+    return episodes
+
+
+def _join(row: tuple[dict[str, Any], ...], baseline: bool) -> dict[str, Any]:
+    """One episode's record from each group's: the episode's draw, the expert's metrics, every
+    seed's policy (and baseline) metrics, in the order of a part that ran them all."""
+    draw = {k: v for k, v in row[0].items() if k not in (EXPERT, "policy", BASELINE)}
+    out = {**draw, EXPERT: next(e[EXPERT] for e in row if EXPERT in e),
+           "policy": {n: m for e in row for n, m in e["policy"].items()}}
+    if baseline:
+        out[BASELINE] = {n: m for e in row for n, m in e.get(BASELINE, {}).items()}
+    return out
 
 
 def baseline_summary(episodes: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
