@@ -263,6 +263,8 @@ def test_each_seeds_parts_and_the_experts_combine_to_the_whole_bit_for_bit(tiny_
         combine([*loaded[:2], *bare, loaded[4]])
     with pytest.raises(ConfigError, match="each part exactly once"):
         combine([loaded[0], *loaded[2:]])
+    with pytest.raises(ConfigError, match="only the expert"):
+        combine(loaded[4:])
     assert main(["suite", "--checkpoint", ckpts[0], "--no-expert", *common,
                  "--out", str(tmp_path / "x.json")]) == 2
 

@@ -50,6 +50,14 @@ wildcard_constraints:
     group=r"expert|seed_\d+",
 
 
+# Job priorities (higher first): a seed's chain is the data, then imitation, then fine-tuning,
+# one job after another; with 3 seeds on 2 cores the run ends when the last chain does. So every
+# seed's imitation first (the chains then fine-tune side by side instead of one left to run
+# alone at the end), fine-tuning next, and the suite's parts (each seed's when its policy is
+# ready, the expert's whenever) fill the cores the chains leave free; the rest (stats, replays,
+# videos, the named paths) after them.
+PRIORITY = {"imitation": 3, "finetune": 2, "suite": 1}
+
 REPORT = "report.html"
 DATASET = "results/dataset/dataset.h5"
 SUMMARY = "results/dataset/summary.h5"

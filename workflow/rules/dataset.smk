@@ -9,6 +9,7 @@ rule generate_shard:
         settings="results/logs/generate_shard/{shard}.json",
     benchmark:
         "results/benchmarks/generate_shard/{shard}.tsv"
+    priority: PRIORITY["imitation"]
     conda:
         CONDA_ENV
     threads: generate_threads()
@@ -38,6 +39,7 @@ rule merge:
         "results/logs/merge.log",
     benchmark:
         "results/benchmarks/merge.tsv"
+    priority: PRIORITY["imitation"]
     conda:
         CONDA_ENV
     resources:

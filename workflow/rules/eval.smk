@@ -79,9 +79,7 @@ rule suite_part:
         settings="results/logs/suite/{condition}/{group}/part_{part}_of_{parts}.json",
     benchmark:
         "results/benchmarks/suite/{condition}/{group}/part_{part}_of_{parts}.tsv"
-    # after the training chains (priority 2), before the named paths: a seed's suite fills the
-    # cores while a slower seed's chain finishes, and the run does not end on a path alone
-    priority: 1
+    priority: PRIORITY["suite"]
     conda:
         CONDA_ENV
     threads: config["suite"]["threads"]

@@ -14,9 +14,7 @@ rule finetune:
         settings="results/logs/finetune/seed_{seed}/job_{job}.json",
     benchmark:
         "results/benchmarks/finetune/seed_{seed}/job_{job}.tsv"
-    # a training chain, as imitation's (train.smk): ahead of the suite's jobs, which fill the
-    # cores a chain leaves free, so the last seed's chain does not wait behind them
-    priority: 2
+    priority: PRIORITY["finetune"]
     conda:
         CONDA_ENV
     threads: config["finetune"]["threads"]
@@ -52,7 +50,7 @@ rule finetuned_policy:
     log:
         out="results/logs/finetune/seed_{seed}.log",
         settings="results/logs/finetune/seed_{seed}.json",
-    priority: 2
+    priority: PRIORITY["finetune"]
     conda:
         CONDA_ENV
     params:

@@ -15,6 +15,7 @@ rule prepare:
         settings="results/logs/prepare.json",
     benchmark:
         "results/benchmarks/prepare.tsv"
+    priority: PRIORITY["imitation"]
     conda:
         CONDA_ENV
     resources:
@@ -40,9 +41,7 @@ rule train_stage:
         settings="results/logs/train/seed_{seed}/round_{round}.json",
     benchmark:
         "results/benchmarks/train/seed_{seed}/round_{round}.tsv"
-    # imitation before fine-tuning: every seed's imitated policy first, so the fine-tuning
-    # chains (one per seed) run side by side rather than one left to run alone at the end
-    priority: 2
+    priority: PRIORITY["imitation"]
     conda:
         CONDA_ENV
     threads: config["train"]["threads"]
@@ -71,7 +70,7 @@ rule dagger_collect:
         settings="results/logs/train/seed_{seed}/dagger_{round}_{part}_of_{parts}.json",
     benchmark:
         "results/benchmarks/train/seed_{seed}/dagger_{round}_{part}_of_{parts}.tsv"
-    priority: 2
+    priority: PRIORITY["imitation"]
     conda:
         CONDA_ENV
     threads: config["train"]["threads"]
@@ -98,7 +97,7 @@ rule select_checkpoint:
         settings="results/logs/train/seed_{seed}/select_{part}_of_{parts}.json",
     benchmark:
         "results/benchmarks/train/seed_{seed}/select_{part}_of_{parts}.tsv"
-    priority: 2
+    priority: PRIORITY["imitation"]
     conda:
         CONDA_ENV
     threads: config["select"]["threads"]
@@ -136,7 +135,7 @@ rule policy:
     log:
         out="results/logs/train/seed_{seed}.log",
         settings="results/logs/train/seed_{seed}.json",
-    priority: 2
+    priority: PRIORITY["imitation"]
     conda:
         CONDA_ENV
     params:

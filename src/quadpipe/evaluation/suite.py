@@ -284,6 +284,8 @@ def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
     n = condition_episodes(SuiteConfig.from_mapping(first["suite_config"]), first["condition"])
     joined = [_group_episodes(g, n) for g in groups.values()]
     seeds = [s for key in groups for s in key[0]]
+    if not seeds:
+        raise ConfigError("suite parts: only the expert's; combine them with the policies' parts")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"suite parts: seeds {seeds} repeat across parts that ran different "
                           f"controllers; each seed's policy once per condition")
