@@ -109,7 +109,7 @@ def _suite_args(p: argparse.ArgumentParser) -> None:
                    help="the policies without the expert (a part for suite-combine, joined with "
                    "a part that ran the expert on the same episodes)")
     p.add_argument("--condition", required=True,
-                   help="nominal, randomized, pushes or fidelity")
+                   help="nominal, randomized, pushes, fidelity or push_curve")
     p.add_argument("--baseline", nargs="*", default=[],
                    help="one more checkpoint per seed run on the same episodes (the imitated "
                    "policies a fine-tuning started from): compared with --checkpoint's")
