@@ -71,11 +71,11 @@ def observe(qpos: np.ndarray, qvel: np.ndarray, future: np.ndarray, obs: ObsConf
     with gait_clock).
 
     It runs once per physics step for every live episode of a closed loop (evaluation, DAgger,
-    fine-tuning), where its ~80 small numpy calls cost more than the MLP at a few dozen episodes.
-    So the rows are written in place, and in the heading frame the yaw is removed by the product
-    with the quaternion (cos(-yaw/2), 0, 0, sin(-yaw/2)) written out term by term: sim.state's
-    quat_mul, the same operations in the same order, zero terms included (so the same bits, signed
-    zeros too; tested against the composition of sim.state's functions).
+    fine-tuning), where composed of sim.state's functions (~80 small numpy calls) it cost more
+    than the MLP at a few dozen episodes. So the rows are written in place, and in the heading
+    frame the yaw is removed by the product with the quaternion (cos(-yaw/2), 0, 0, sin(-yaw/2))
+    written out term by term: sim.state's quat_mul, the same operations in the same order, zero
+    terms included (so the same bits, signed zeros too; tested against that composition).
     """
     qpos, qvel = np.atleast_2d(qpos), np.atleast_2d(qvel)
     n, w = len(qpos), obs.num_waypoints
