@@ -141,8 +141,8 @@ def test_heading_frame_is_invariant_to_where_and_which_way(tiny_shard) -> None:
 
 
 def _observe_by_definition(qpos, qvel, future, obs, phase):
-    """The observation composed from sim.state's general functions (what `observe` writes out
-    term by term for speed)."""
+    """The observation composed from sim.state's functions as they return their arrays (what
+    `observe` writes in place for speed)."""
     state = states_from(qpos, qvel)
     rel = future - qpos[:, None, 0:3]
     if obs.frame == "heading":

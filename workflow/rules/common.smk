@@ -159,17 +159,25 @@ def finetuning():
     return config["finetune"]["iterations"] > 0
 
 
+def imitation_checkpoint(seed):
+    return f"{seed_dir(seed)}/best.pt"
+
+
+def evaluated_checkpoint(seed):
+    """A seed's evaluated policy: the fine-tuned one when fine-tuning is on, else the imitated."""
+    return (
+        f"{seed_dir(seed)}/finetuned.pt" if finetuning() else imitation_checkpoint(seed)
+    )
+
+
 def imitation_checkpoints(wildcards=None):
     """Every seed's imitated policy (best.pt), the first seed's first."""
-    return [f"{seed_dir(s)}/best.pt" for s in SEEDS]
+    return [imitation_checkpoint(s) for s in SEEDS]
 
 
 def seed_checkpoints(wildcards=None):
-    """Every seed's evaluated policy, the first seed's first (its policy is the default one):
-    the fine-tuned one when fine-tuning is on, else the imitated one."""
-    if finetuning():
-        return [f"{seed_dir(s)}/finetuned.pt" for s in SEEDS]
-    return imitation_checkpoints()
+    """Every seed's evaluated policy, the first seed's first (its policy is the default one)."""
+    return [evaluated_checkpoint(s) for s in SEEDS]
 
 
 def baseline_arg(wildcards, input):
@@ -401,13 +409,12 @@ def group_seed(wildcards):
 
 def group_checkpoints(wildcards):
     seed = group_seed(wildcards)
-    name = "finetuned.pt" if finetuning() else "best.pt"
-    return [] if seed is None else [f"{seed_dir(seed)}/{name}"]
+    return [] if seed is None else [evaluated_checkpoint(seed)]
 
 
 def group_baseline(wildcards):
     seed = group_seed(wildcards)
-    return [f"{seed_dir(seed)}/best.pt"] if finetuning() and seed is not None else []
+    return [imitation_checkpoint(seed)] if finetuning() and seed is not None else []
 
 
 def group_args(wildcards, input):

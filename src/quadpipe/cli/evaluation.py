@@ -39,9 +39,14 @@ def _path_spec(arg: str, cfg: dict, radius: float):
     return parse_path(arg, radius, "--path")
 
 
-def _checkpoint_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", nargs="+", required=True,
-                   help="policy checkpoints (best.pt), one per training seed, first seed first")
+def _checkpoint_args(p: argparse.ArgumentParser, expert_alone: bool = False) -> None:
+    """--checkpoint and --seeds; expert_alone: no checkpoint is allowed (a suite part of the
+    expert alone)."""
+    p.add_argument("--checkpoint", nargs="*" if expert_alone else "+", required=not expert_alone,
+                   default=[],
+                   help="policy checkpoints (best.pt), one per training seed, first seed first"
+                   + ("; none: the expert alone (a part for suite-combine)" if expert_alone
+                      else ""))
     p.add_argument("--seeds", nargs="+", type=int,
                    help="the training seed of each checkpoint (default 0, 1, ...)")
 
@@ -100,11 +105,7 @@ def _render(args: argparse.Namespace) -> None:
 
 
 def _suite_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", nargs="*", default=[],
-                   help="policy checkpoints (best.pt), one per training seed, first seed first; "
-                   "none: the expert alone (a part for suite-combine)")
-    p.add_argument("--seeds", nargs="*", type=int,
-                   help="the training seed of each checkpoint (default 0, 1, ...)")
+    _checkpoint_args(p, expert_alone=True)
     p.add_argument("--no-expert", action="store_true",
                    help="the policies without the expert (a part for suite-combine, joined with "
                    "a part that ran the expert on the same episodes)")

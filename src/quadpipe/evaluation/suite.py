@@ -289,9 +289,10 @@ def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"suite parts: seeds {seeds} repeat across parts that ran different "
                           f"controllers; each seed's policy once per condition")
-    if sum(key[1] for key in groups) != 1:
-        raise ConfigError(f"suite parts: {sum(key[1] for key in groups)} groups of parts ran the "
-                          f"expert; exactly one must")
+    experts = sum(with_expert for _, with_expert in groups)
+    if experts != 1:
+        raise ConfigError(f"suite parts: {experts} groups of parts ran the expert; exactly one "
+                          f"must")
     with_base = {bool(g[0]["baseline_checkpoints"]) for key, g in groups.items() if key[0]}
     if len(with_base) > 1:
         raise ConfigError("suite parts: some seeds have baseline policies beside them, others "

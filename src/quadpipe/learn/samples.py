@@ -23,7 +23,7 @@ import numpy as np
 from quadpipe.config import ExpertConfig
 from quadpipe.errors import ConfigError
 from quadpipe.sim.expert import MODE_STAND, command_modes, gait_phase
-from quadpipe.sim.state import STATE_DIM, quat_to_rotvec, yaw
+from quadpipe.sim.state import STATE_DIM, quat_mul, rotate_xy, states_from, yaw
 
 FRAMES = ("heading", "world")
 
@@ -71,46 +71,27 @@ def observe(qpos: np.ndarray, qvel: np.ndarray, future: np.ndarray, obs: ObsConf
     with gait_clock).
 
     It runs once per physics step for every live episode of a closed loop (evaluation, DAgger,
-    fine-tuning), where composed of sim.state's functions (~80 small numpy calls) it cost more
-    than the MLP at a few dozen episodes. So the rows are written in place, and in the heading
-    frame the yaw is removed by the product with the quaternion (cos(-yaw/2), 0, 0, sin(-yaw/2))
-    written out term by term: sim.state's quat_mul, the same operations in the same order, zero
-    terms included (so the same bits, signed zeros too; tested against that composition).
+    fine-tuning), where its small numpy calls cost more than the MLP at a few dozen episodes. So
+    the state is written in place (states_from's `out`), once, with the yaw-free orientation in
+    the heading frame rather than the world one written first and overwritten.
     """
     qpos, qvel = np.atleast_2d(qpos), np.atleast_2d(qvel)
-    n, w = len(qpos), obs.num_waypoints
+    n = len(qpos)
     out = np.empty((n, obs.dim))
-    quat = qpos[:, 3:7]
+    path = out[:, STATE_DIM:STATE_DIM + 3 * obs.num_waypoints]
     rel = np.asarray(future, dtype=np.float64) - qpos[:, None, 0:3]
-    out[:, 9:12] = qvel[:, 3:6]
-    out[:, 12:STATE_DIM:2] = qpos[:, 7:19]
-    out[:, 13:STATE_DIM:2] = qvel[:, 6:18]
     if obs.frame == "heading":
-        heading = yaw(quat)
+        heading = yaw(qpos[:, 3:7])
         half = -0.5 * heading
-        c, s = np.cos(half), np.sin(half)
-        qw, qx, qy, qz = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
-        tilt = np.empty((n, 4))
-        tilt[:, 0] = c * qw - 0.0 * qx - 0.0 * qy - s * qz
-        tilt[:, 1] = c * qx + 0.0 * qw + 0.0 * qz - s * qy
-        tilt[:, 2] = c * qy - 0.0 * qz + 0.0 * qw + s * qx
-        tilt[:, 3] = c * qz + 0.0 * qy - 0.0 * qx + s * qw
+        unyaw = np.empty((n, 4))
+        unyaw[:, 0], unyaw[:, 1:3], unyaw[:, 3] = np.cos(half), 0.0, np.sin(half)
+        states_from(qpos, qvel, out, quat=quat_mul(unyaw, qpos[:, 3:7]))
         out[:, 0:2] = 0.0
-        out[:, 2] = qpos[:, 2]
-        out[:, 3:6] = quat_to_rotvec(tilt)
-        cos, sin = np.cos(-heading), np.sin(-heading)
-        out[:, 6] = cos * qvel[:, 0] - sin * qvel[:, 1]
-        out[:, 7] = sin * qvel[:, 0] + cos * qvel[:, 1]
-        out[:, 8] = qvel[:, 2]
-        wp = out[:, STATE_DIM:STATE_DIM + 3 * w].reshape(n, w, 3)
-        wp[..., 0] = cos[:, None] * rel[..., 0] - sin[:, None] * rel[..., 1]
-        wp[..., 1] = sin[:, None] * rel[..., 0] + cos[:, None] * rel[..., 1]
-        wp[..., 2] = rel[..., 2]
+        out[:, 6:9] = rotate_xy(out[:, 6:9], -heading)
+        path[:] = rotate_xy(rel, -heading).reshape(n, -1)
     else:
-        out[:, 0:3] = qpos[:, 0:3]
-        out[:, 3:6] = quat_to_rotvec(quat)
-        out[:, 6:9] = qvel[:, 0:3]
-        out[:, STATE_DIM:STATE_DIM + 3 * w] = rel.reshape(n, -1)
+        states_from(qpos, qvel, out)
+        path[:] = rel.reshape(n, -1)
     if obs.gait_clock:
         if phase is None:
             raise ValueError("gait_clock observations need the CPG phase")

@@ -56,17 +56,22 @@ def wrap_angle(angle):
     return (angle + np.pi) % (2.0 * np.pi) - np.pi
 
 
-def states_from(qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-    """(T, 19) qpos and (T, 18) qvel to (T, 36) float64 states in the layout above."""
+def states_from(qpos: np.ndarray, qvel: np.ndarray, out: np.ndarray | None = None,
+                quat: np.ndarray | None = None) -> np.ndarray:
+    """(T, 19) qpos and (T, 18) qvel to (T, 36) float64 states in the layout above.
+
+    out: (T, >= 36) written in its first 36 columns and returned (a policy's observation, with
+    the path after them); quat: (T, 4) the orientation to write instead of qpos's (the heading
+    frame's yaw-free one)."""
     qpos = np.atleast_2d(qpos)
     qvel = np.atleast_2d(qvel)
-    out = np.empty((qpos.shape[0], STATE_DIM))
+    out = np.empty((qpos.shape[0], STATE_DIM)) if out is None else out
     out[:, 0:3] = qpos[:, 0:3]
-    out[:, 3:6] = quat_to_rotvec(qpos[:, 3:7])
+    out[:, 3:6] = quat_to_rotvec(qpos[:, 3:7] if quat is None else quat)
     out[:, 6:9] = qvel[:, 0:3]
     out[:, 9:12] = qvel[:, 3:6]
-    out[:, 12::2] = qpos[:, 7:19]
-    out[:, 13::2] = qvel[:, 6:18]
+    out[:, 12:STATE_DIM:2] = qpos[:, 7:19]
+    out[:, 13:STATE_DIM:2] = qvel[:, 6:18]
     return out
 
 
