@@ -184,3 +184,26 @@ def test_cross_track_distances_are_the_per_point_loops_bit_for_bit() -> None:
     path, points = rng.normal(size=(1700, 2)), rng.normal(size=(700, 2))
     loop = np.array([np.sqrt(np.min(np.sum((path - p) ** 2, axis=1))) for p in points])
     np.testing.assert_array_equal(cross_track(points, path, rows=100), loop)
+
+
+def test_progress_projected_for_all_walks_at_once_is_the_projector_point_by_point() -> None:
+    """control.follower.project_walks gives each walk the arc lengths a fresh Projector returns
+    point by point, bit for bit: paths of different lengths (a figure8's crossing, a short
+    straight), walks of different lengths (falls), points off the path, past its end and beside
+    its start."""
+    from quadpipe.control.follower import Projector, project_walks
+
+    rng = np.random.default_rng(4)
+    expert, cfg = ExpertConfig(), EvalConfig(duration=30.0)
+    q0 = start_qpos(build_model(expert, pd="torque"))
+    paths, walks = [], []
+    for name, length in (("figure8", 400), ("straight", 90), ("circle", 1), ("zigzag", 250)):
+        path = place_target(parse_path(name), cfg, expert, q0)[0].path
+        on = path.points(np.linspace(-0.2, path.length + 0.5, length))
+        paths.append(path)
+        walks.append(on + rng.normal(scale=0.15, size=on.shape))
+    got = project_walks(paths, walks)
+    for path, walk, arc in zip(paths, walks, got, strict=True):
+        proj = Projector(path.s, path.xy)
+        np.testing.assert_array_equal(arc, [proj.project(p) for p in walk])
+    assert len(got[2]) == 1 and np.ptp(got[0]) > 5.0  # the walks covered their paths

@@ -245,6 +245,52 @@ def test_the_controllers_functional_policy_is_bit_identical() -> None:
         assert torch.equal(functional(policy.eval())(x), policy(x))
 
 
+def test_adam_on_the_multi_tensor_kernels_gives_the_per_tensor_loops_bits() -> None:
+    """learn.optimizers' Adam and AdamW (the foreach kernels on a CPU) step the same weights as
+    torch's per-tensor loop, with clipping, two parameter groups and one group without gradients
+    (the actor during the critic's warm-up); resuming from the per-tensor loop's state keeps the
+    kernels the optimizer was built with, and the same bits."""
+    import copy
+
+    from quadpipe.learn import optimizers
+
+    def train(kind, kw, steps, start=None):
+        """Weights and optimizer state after `steps` steps (from `start` if given)."""
+        torch.manual_seed(5)
+        net = torch.nn.Sequential(torch.nn.Linear(9, 32), torch.nn.LayerNorm(32),
+                                  torch.nn.ReLU(), torch.nn.Linear(32, 4))
+        idle = torch.nn.Linear(3, 3)
+        opt = kind([{"params": list(net.parameters()), "lr": 1e-3},
+                    {"params": list(idle.parameters()), "lr": 1e-2}], **kw)
+        gen = torch.Generator().manual_seed(6)
+        first = 0
+        if start is not None:
+            net.load_state_dict(start[0])
+            optimizers.load(opt, copy.deepcopy(start[1]))
+            assert [g.get("foreach") for g in opt.param_groups] == [kw.get("foreach")] * 2
+            gen.set_state(start[2])
+            first = start[3]
+        for _ in range(first, steps):
+            x, y = torch.randn(16, 9, generator=gen), torch.randn(16, 4, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            ((net(x) - y) ** 2).mean().backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+            opt.step()
+        return copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()), \
+            gen.get_state(), steps
+
+    def flat(state):
+        return torch.cat([v.flatten() for v in state[0].values()])
+
+    fast = optimizers.implementation(torch.device("cpu"))
+    assert fast == {"foreach": True}
+    for kind, kw in ((torch.optim.AdamW, {"weight_decay": 1e-4}), (torch.optim.Adam, {})):
+        slow = train(kind, {**kw, "foreach": False}, 30)
+        assert torch.equal(flat(train(kind, {**kw, **fast}, 30)), flat(slow))
+        halfway = train(kind, {**kw, "foreach": False}, 15)
+        assert torch.equal(flat(train(kind, {**kw, **fast}, 30, start=halfway)), flat(slow))
+
+
 def test_prepared_samples_survive_a_move_and_a_reprepare_under_a_reader(tiny_shard, tmp_path):
     """results/ moved as a whole (mtimes kept) is not prepared again; preparing again while a
     training job has the arrays memory-mapped replaces them beside it, so the reader keeps its

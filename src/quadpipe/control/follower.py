@@ -69,6 +69,42 @@ class Projector:
         return float(self.s[-1])
 
 
+def project_walks(paths: Sequence[Projector], walks: Sequence[np.ndarray], back: float = 0.3,
+                  ahead: float = 0.6) -> list[np.ndarray]:
+    """(S_e,) the arc lengths a fresh Projector on paths[e] returns for the points of walks[e]
+    (S_e, 2), projected one after another: the same windows and the same first nearest sample, so
+    the same bits, for every walk at once. Why: the suite's metrics projected each episode's
+    walk point by point, ~60 Python calls per simulated second, ~7 % of a suite job."""
+    num = len(paths)
+    if num == 0:
+        return []
+    n = np.array([len(p.s) for p in paths])
+    lo_n = np.array([int(back / p.res) for p in paths])
+    hi_n = np.array([int(ahead / p.res) + 1 for p in paths])
+    width = int(np.max(lo_n + hi_n))
+    xy = np.zeros((num, int(n.max()) + width, 2))
+    s = np.zeros((num, int(n.max())))
+    for e, p in enumerate(paths):
+        xy[e, :n[e]], s[e, :n[e]] = p.xy, p.s
+    lengths = np.array([len(w) for w in walks])
+    points = np.zeros((num, int(lengths.max(initial=0)), 2))
+    for e, w in enumerate(walks):
+        points[e, :len(w)] = np.asarray(w, dtype=float)[:, :2]
+    last = np.zeros(num, dtype=int)
+    out = np.zeros(points.shape[:2])
+    cols = np.arange(width)
+    for j in range(points.shape[1]):
+        a = np.flatnonzero(lengths > j)
+        lo = np.maximum(0, last[a] - lo_n[a])
+        hi = np.minimum(n[a], last[a] + hi_n[a])
+        idx = lo[:, None] + cols
+        d = np.sum((xy[a[:, None], idx] - points[a, j][:, None, :]) ** 2, axis=2)
+        d[idx >= hi[:, None]] = np.inf
+        last[a] = lo + np.argmin(d, axis=1)
+        out[a, j] = s[a, last[a]]
+    return [out[e, :lengths[e]].copy() for e in range(num)]
+
+
 def knob_target(turn: float, scale: float, cfg: ExpertConfig) -> np.ndarray:
     """(4,) knobs (scaleL, scaleR, hipBL, hipBR) for turn in [-1, 1] (+ left) and common scale."""
     d = cfg.turn_scale_delta

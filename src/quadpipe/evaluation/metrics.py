@@ -10,12 +10,13 @@ not make it jump), as a fraction of the arc length the target covered. Metrics s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from quadpipe.config import steps_in
-from quadpipe.control.follower import Projector, Target
+from quadpipe.control.follower import Projector, Target, project_walks
 
 SUCCESS_PROGRESS = 0.9  # progress fraction an episode needs (and no fall) to count as a success
 
@@ -23,21 +24,37 @@ SUCCESS_PROGRESS = 0.9  # progress fraction an episode needs (and no fall) to co
 def episode_metrics(qpos: np.ndarray, record_every: int, fall_step: int, target: Target,
                     num_steps: int) -> dict[str, Any]:
     """Metrics of one episode of `num_steps` steps: qpos (K, 19) recorded every `record_every`."""
+    return episodes_metrics([qpos], record_every, [fall_step], [target], num_steps)[0]
+
+
+def episodes_metrics(qpos: Sequence[np.ndarray], record_every: int, fall_step: Sequence[int],
+                     targets: Sequence[Target], num_steps: int) -> list[dict[str, Any]]:
+    """`episode_metrics` of many episodes, their progress projected all at once
+    (control.follower.project_walks: the same bits as one episode at a time)."""
+    dt = targets[0].dt if targets else 0.0
+    # every 20 ms (the projection window moves 0.6 m a call)
+    every = max(1, steps_in(20.0, dt) // record_every) if targets else 1
+    rows = [q[: f // record_every + 1] if f >= 0 else q for q, f in zip(qpos, fall_step,
+                                                                         strict=True)]
+    subs = [np.concatenate([r[::every, :2], r[-1:, :2]]) for r in rows]
+    reached = project_walks([Projector(t.path.s, t.path.xy) for t in targets], subs)
+    return [_metrics(r, record_every, f, t, num_steps, sub, got[-1])
+            for r, f, t, sub, got in zip(rows, fall_step, targets, subs, reached, strict=True)]
+
+
+def _metrics(rows: np.ndarray, record_every: int, fall_step: int, target: Target, num_steps: int,
+             sub: np.ndarray, reached: float) -> dict[str, Any]:
+    """One episode's metrics from its rows up to the fall, the points `sub` its progress and
+    cross-track error are measured at, and the arc length it reached."""
     dt = target.dt
     fell = fall_step >= 0
-    rows = qpos[: fall_step // record_every + 1] if fell else qpos
     steps = np.arange(len(rows)) * record_every
     xy = rows[:, :2]
     err = np.linalg.norm(xy - target.at(steps), axis=1)
     goal = min(target.speed * num_steps * dt, target.path.length)
     path = target.path
-    # every 20 ms (the projection window moves 0.6 m a call)
-    every = max(1, steps_in(20.0, dt) // record_every)
-    sub = np.concatenate([xy[::every], xy[-1:]])
     near = path.xy[path.s <= goal + 1.0]
     cross = cross_track(sub, near)
-    proj = Projector(path.s, path.xy)
-    reached = [proj.project(p) for p in sub]
     return {
         "duration_s": float(steps[-1] * dt),
         "mean_tracking_error_m": float(err.mean()),
@@ -47,8 +64,8 @@ def episode_metrics(qpos: np.ndarray, record_every: int, fall_step: int, target:
         "max_cross_track_error_m": float(cross.max()),
         "path_length_m": float(np.sum(np.linalg.norm(np.diff(xy, axis=0), axis=1))),
         "target_path_length_m": float(goal),
-        "progress_m": float(reached[-1]),
-        "progress_fraction": float(reached[-1] / goal),
+        "progress_m": float(reached),
+        "progress_fraction": float(reached / goal),
         "height_mean_m": float(rows[:, 2].mean()),
         "height_std_m": float(rows[:, 2].std()),
         "fell": bool(fell),

@@ -21,7 +21,7 @@ from quadpipe.config import ExpertConfig
 from quadpipe.control.closed_loop import Episodes, Held, Mixed, run
 from quadpipe.control.follower import ExpertController, FollowerConfig, Target, standing_controller
 from quadpipe.errors import ConfigError
-from quadpipe.evaluation.metrics import episode_metrics
+from quadpipe.evaluation.metrics import episodes_metrics
 from quadpipe.learn.controller import PolicyController
 from quadpipe.learn.policy import Policy
 from quadpipe.learn.samples import ObsConfig, observe
@@ -155,8 +155,7 @@ def run_groups(targets: Sequence[Target], num_steps: int, q0: np.ndarray,
     for g, name in enumerate(names):
         sl = slice(g * p, (g + 1) * p)
         qpos[name] = trace.qpos[sl]
-        metrics[name] = [episode_metrics(trace.qpos[e], record_every, int(trace.fall_step[e]),
-                                         targets[e - g * p], num_steps)
-                         for e in range(sl.start, sl.stop)]
+        metrics[name] = episodes_metrics(list(trace.qpos[sl]), record_every,
+                                         trace.fall_step[sl].tolist(), targets, num_steps)
     return Runs(metrics, qpos, record_every, trace.steps_per_s)
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from quadpipe.learn import optimizers
 from quadpipe.learn.finetuning.actor_critic import ActorCritic
 from quadpipe.learn.finetuning.rollout import Rollout
 
@@ -129,6 +130,9 @@ def update(ac: ActorCritic, opt: torch.optim.Optimizer, r: Rollout, cfg: PPOConf
 
 
 def make_optimizer(ac: ActorCritic, cfg: PPOConfig) -> torch.optim.Optimizer:
-    """Adam with two groups: the actor's (adapted lr) and the critic's."""
+    """Adam with two groups: the actor's (adapted lr) and the critic's; on the multi-tensor
+    kernels (learn.optimizers)."""
+    device = next(ac.parameters()).device
     return torch.optim.Adam([{"params": ac.actor_parameters(), "lr": cfg.lr},
-                             {"params": list(ac.critic.parameters()), "lr": cfg.critic_lr}])
+                             {"params": list(ac.critic.parameters()), "lr": cfg.critic_lr}],
+                            **optimizers.implementation(device))

@@ -36,7 +36,7 @@ import torch
 from quadpipe.config import ExpertConfig, check_ranges, from_mapping_nested, shares_fit, steps_in
 from quadpipe.control.paths import PIECES
 from quadpipe.errors import ConfigError, QuadpipeError
-from quadpipe.learn import tracking
+from quadpipe.learn import optimizers, tracking
 from quadpipe.learn.finetuning.actor_critic import ActorCritic, extend_horizon
 from quadpipe.learn.finetuning.env import FINETUNE_STREAM, TERMS, RewardConfig, draw_episodes
 from quadpipe.learn.finetuning.ppo import PPOConfig, make_optimizer, update
@@ -231,7 +231,7 @@ def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, j
     fp = fingerprint(cfg, seed, job, start, expert, rand)
     opt = make_optimizer(ac, cfg.ppo)
     if state["optimizer"] is not None:
-        opt.load_state_dict(state["optimizer"])
+        optimizers.load(opt, state["optimizer"])
     resume = resume_path(out_file)
     if resume.exists():
         try:
@@ -242,7 +242,7 @@ def _run_job(start_file: Path, out_file: Path, cfg: FinetuneConfig, seed: int, j
             ok = False
         if ok:
             ac.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
+            optimizers.load(opt, saved["optimizer"])
             state = {"iteration": saved["iteration"], "history": list(saved["history"])}
             log.info("%s: resuming after iteration %d", resume, state["iteration"])
         else:

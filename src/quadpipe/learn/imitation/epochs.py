@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from quadpipe.errors import ConfigError
+from quadpipe.learn import optimizers
 from quadpipe.learn.imitation.batches import Batches
 from quadpipe.learn.imitation.mirror import Mirror
 from quadpipe.learn.imitation.noise import JointNoise
@@ -49,11 +50,9 @@ def valid_loss(policy: Policy, x: np.ndarray, y: np.ndarray, device: torch.devic
 
 
 def make_optimizer(policy: Policy, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; on CUDA the fused kernel: one launch per step instead of one per tensor, which is
-    what bounds a small MLP's steps on a GPU (benchmarks/README.md). The CPU keeps the default."""
-    fused = {"fused": True} if device.type == "cuda" else {}
+    """AdamW on the multi-tensor kernels (learn.optimizers: the same bits on a CPU, faster)."""
     return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             **fused)
+                             **optimizers.implementation(device))
 
 
 def build_policy(cfg: TrainConfig, meta: dict[str, Any]) -> Policy:

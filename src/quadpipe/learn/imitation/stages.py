@@ -25,6 +25,7 @@ import torch
 
 from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
+from quadpipe.learn import optimizers
 from quadpipe.learn.imitation.noise import JointNoise
 from quadpipe.learn.imitation.train_config import TrainConfig
 from quadpipe.learn.policy import Policy
@@ -123,7 +124,7 @@ def restore(saved: dict[str, Any], policy: Policy, opt: torch.optim.Optimizer,
     goes on exactly as if it had never stopped."""
     policy.load_state_dict(saved["model"])
     policy.to(device)
-    opt.load_state_dict(saved["optimizer"])
+    optimizers.load(opt, saved["optimizer"])
     rng.bit_generator.state = saved["np_rng"]
     if noise is not None and saved["noise_rng"] is not None:
         noise.gen.set_state(saved["noise_rng"])
