@@ -74,12 +74,18 @@ def _metrics(rows: np.ndarray, record_every: int, fall_step: int, target: Target
 
 
 def cross_track(points: np.ndarray, path_xy: np.ndarray, rows: int = 256) -> np.ndarray:
-    """(S,) distance of each point (S, 2) to the nearest path sample (M, 2): one broadcast per
-    block of `rows` points instead of a Python loop over them (a suite part's metrics were a
-    fifth of its time), the same sums in the same order, so the same bits."""
+    """(S,) distance of each point (S, 2) to the nearest path sample (M, 2), a block of `rows`
+    points at a time. The squared distance is dx * dx + dy * dy in place, the sum a two-element
+    reduction gives (the same bits as the per-point loop, tested): the broadcast (rows, M, 2)
+    difference and its reduction were 5-8x slower, ~15 % of a suite part's time."""
     out = np.empty(len(points))
+    px, py = path_xy[:, 0], path_xy[:, 1]
     for a in range(0, len(points), rows):
-        d = np.sum((path_xy[None, :, :] - points[a:a + rows, None, :]) ** 2, axis=2)
+        d = px[None, :] - points[a:a + rows, 0, None]
+        dy = py[None, :] - points[a:a + rows, 1, None]
+        d *= d
+        dy *= dy
+        d += dy
         out[a:a + rows] = np.sqrt(np.min(d, axis=1))
     return out
 
