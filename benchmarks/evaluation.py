@@ -4,14 +4,15 @@ Usage: python benchmarks/evaluation.py [--checkpoints A.pt B.pt C.pt] [--episode
        [--seconds 4] [--condition nominal] [--path zigzag] [--video-seconds 4] [--repeats 3]
        [--before d70d8f7] [--after REV] [--skip suite|video]
 
-"Before" is control/closed_loop.py, evaluation/rollouts.py and sim/render.py as they were at git
-revision --before (the last commit before this benchmark's changes), read with `git show` into
-private modules; "after" is this checkout (or those files at --after, to time one commit). Each
-row runs before and after alternately, --repeats times (the first of a pair alternates), in this
-process:
+"Before" is control/closed_loop.py, evaluation/rollouts.py, evaluation/metrics.py and
+sim/render.py as they were at git revision --before (the last commit before this benchmark's
+changes), read with `git show` into private modules; "after" is this checkout (or those files
+at --after, to time one commit). Each row runs before and after alternately, --repeats times
+(the first of a pair alternates), in this process:
 
-- suite: one suite condition's closed loop (evaluation.rollouts.run_groups: every checkpoint's
-  policy and the expert on the suite's episodes of --condition, --episodes x --seconds);
+- suite: one suite condition's closed loop and its metrics (evaluation.rollouts.run_groups:
+  every checkpoint's policy and the expert on the suite's episodes of --condition, --episodes x
+  --seconds);
 - video loop: the closed loop of `quadpipe render-path` (one episode, the first policy, on the
   named --path for --video-seconds);
 - video frames: the frames of that episode with the target path drawn (sim.render.render_frames);
@@ -84,10 +85,12 @@ def cpu() -> float:
 
 
 def load_version(rev: str, tag: str) -> tuple[types.ModuleType, ...]:
-    """(closed_loop, rollouts, render) as they were at `rev`."""
+    """(closed_loop, rollouts, render) as they were at `rev`, rollouts with that rev's metrics."""
     loop = load_before(rev, "src/quadpipe/control/closed_loop.py", f"{tag}_loop")
+    load_before(rev, "src/quadpipe/evaluation/metrics.py", f"{tag}_metrics")
     roll = load_before(rev, "src/quadpipe/evaluation/rollouts.py", f"{tag}_rollouts",
-                       (("from quadpipe.control.closed_loop import", f"from {tag}_loop import"),))
+                       (("from quadpipe.control.closed_loop import", f"from {tag}_loop import"),
+                        ("from quadpipe.evaluation.metrics import", f"from {tag}_metrics import")))
     return loop, roll, load_before(rev, "src/quadpipe/sim/render.py", f"{tag}_render")
 
 

@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/train.py [--dataset FILE] [--json OUT]
 Without --dataset a small shard is generated in a temporary directory (~1 minute).
-Prints training samples/s (batch 256, the default MLP), the wall time of one simulated second
+Prints training samples/s (batch 256, the default MLP; AdamW's multi-tensor kernels against its
+per-tensor loop, alternating, the weights checked equal), the wall time of one simulated second
 (1000 steps) of raw mj_step, and the DAgger collection cost per simulated episode-second with 64
 episodes batched. The closed loop of evaluation: benchmarks/closed_loop.py.
 """
@@ -30,15 +31,19 @@ from quadpipe.learn.samples import ObsConfig
 from quadpipe.sim.model import build_model
 
 
-def training_rate(dataset: Path, work: Path, batches: int = 200) -> float:
-    """Samples/s of forward + backward + AdamW step on the CPU, batch 256, prepared arrays."""
+def training_rate(dataset: Path, work: Path, batches: int = 200, foreach: bool = True
+                  ) -> tuple[float, torch.Tensor]:
+    """Samples/s of forward + backward + AdamW step on the CPU, batch 256, prepared arrays, and
+    the weights after them. foreach: AdamW's multi-tensor kernels (learn.optimizers, the
+    default) or torch's per-tensor loop (the CPU's default before)."""
     cfg = TrainConfig(device="cpu")
     # as quadpipe.learn.imitation.train.train_stage does on the CPU
     torch.set_num_threads(cfg.threads)
     meta = prepare_for(dataset, work / "samples", cfg, progress=False)
     x, y = load_arrays(work / "samples", "train")
     policy = build_policy(cfg, meta)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            foreach=foreach)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     for _ in range(batches):
@@ -50,7 +55,8 @@ def training_rate(dataset: Path, work: Path, batches: int = 200) -> float:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         opt.step()
-    return batches * cfg.batch_size / (time.perf_counter() - start)
+    rate = batches * cfg.batch_size / (time.perf_counter() - start)
+    return rate, torch.cat([p.detach().flatten() for p in policy.parameters()])
 
 
 def raw_second(expert: ExpertConfig, steps: int = 3000) -> float:
@@ -75,8 +81,8 @@ def dagger_second(policy: Policy, obs: ObsConfig, expert: ExpertConfig, threads:
     from quadpipe.learn.imitation import dagger
 
     start = time.perf_counter()
-    dagger.collect(policy, obs, expert, episodes, seconds, stride=5, expert_share=1.0,
-                   rng=np.random.default_rng(0), threads=threads)
+    dagger.collect(policy, obs, expert, episodes, seconds, stride=5, expert_share=1.0, seed=0,
+                   rnd=1, threads=threads)
     return (time.perf_counter() - start) / (episodes * seconds)
 
 
@@ -95,19 +101,30 @@ def main() -> None:
             dataset = work / "bench.h5"
             generate_shard(dataset, 6, seed=3, gen=GenerateConfig(min_moves=2, max_moves=3),
                            progress=False)
-        rate = training_rate(dataset, work)
-    obs = ObsConfig()
+        kernels: dict[bool, list[float]] = {False: [], True: []}
+        weights = {}
+        for r in range(3):  # per-tensor and multi-tensor AdamW alternating
+            for foreach in (False, True) if r % 2 == 0 else (True, False):
+                got, weights[foreach] = training_rate(dataset, work, foreach=foreach)
+                kernels[foreach].append(got)
+        if not torch.equal(weights[False], weights[True]):
+            raise SystemExit("AdamW's multi-tensor kernels changed the weights")
+        rate = max(kernels[True])
+    obs = TrainConfig().obs_at(expert.dt)  # the default observation on the default physics
     policy = Policy(obs.dim, 12, TrainConfig().hidden)  # untrained: timing only
     raw = raw_second(expert)
     dagger = dagger_second(policy, obs, expert, threads=TrainConfig().threads)
     rows = {
         "training_samples_per_s": rate,
+        "training_samples_per_s_per_tensor_adamw": max(kernels[False]),
         "raw_mj_step_s_per_sim_s": raw,
         "dagger_s_per_episode_sim_s": dagger,
         "torch_threads": TrainConfig().threads,
         "load_average_1min": os.getloadavg()[0],
     }
-    print(f"training (CPU, batch 256):          {rate:10.0f} samples/s")
+    print(f"training (CPU, batch 256):          {rate:10.0f} samples/s "
+          f"({rate / max(kernels[False]):.2f}x AdamW's per-tensor loop, the same weights; "
+          f"best of 3 each)")
     print(f"raw mj_step, 1 simulated s:         {raw * 1e3:10.1f} ms")
     print(f"DAgger, 64 episodes batched, 1 simulated s of one episode: {dagger * 1e3:6.1f} ms "
           f"({dagger / raw:.2f}x raw mj_step)")
