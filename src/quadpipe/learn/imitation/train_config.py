@@ -20,13 +20,13 @@ from quadpipe.learn.samples import ObsConfig
 class TrainConfig:
     """The `train` section of config.yaml. Defaults fit the 20-minute pipeline on 2 CPU cores."""
 
-    epochs: int = 12  # behaviour cloning (why 12: training-findings.md, Finding 16)
+    epochs: int = 20
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0  # max global gradient norm
     input_std_floor: float = 0.0  # least std an input is normalised by (epochs.build_policy)
-    lr_decay_epoch: int = 9  # 1-based epoch from which lr is x0.1; 0 = never
+    lr_decay_epoch: int = 15  # 1-based epoch from which lr is x0.1; 0 = never
     hidden: tuple[int, ...] = (256, 256, 128)
     # durations in ms, whole physics steps of the dataset's profile at training (obs_at)
     horizon: int = 1000  # ms to the last waypoint (the original: 50 steps of 1 ms)
@@ -43,7 +43,7 @@ class TrainConfig:
     dagger_rounds: int = 3  # 0 = plain behaviour cloning (why 3: training-findings.md, Finding 6)
     dagger_episodes: int = 128  # episodes per round, each on its own random path
     dagger_seconds: float = 8.0  # s per episode (from standing)
-    dagger_stride: int = 16  # ms between an episode's recorded samples (Finding 16)
+    dagger_stride: int = 8  # ms between an episode's recorded samples
     dagger_epochs: int = 5  # epochs on the aggregated samples after each round
     dagger_expert_share: float = 0.5  # share of round 1's episodes the expert drives; halved
     # each further round (the rest run the policy)
