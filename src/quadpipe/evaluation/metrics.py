@@ -77,7 +77,7 @@ def cross_track(points: np.ndarray, path_xy: np.ndarray, rows: int = 256) -> np.
     """(S,) distance of each point (S, 2) to the nearest path sample (M, 2), a block of `rows`
     points at a time. The squared distance is dx * dx + dy * dy in place, the sum a two-element
     reduction gives (the same bits as the per-point loop, tested): the broadcast (rows, M, 2)
-    difference and its reduction were 5-8x slower, ~15 % of a suite part's time."""
+    difference and its reduction took several times as long (benchmarks/README.md)."""
     out = np.empty(len(points))
     px, py = path_xy[:, 0], path_xy[:, 1]
     for a in range(0, len(points), rows):
