@@ -31,15 +31,19 @@ def episodes_metrics(qpos: Sequence[np.ndarray], record_every: int, fall_step: S
                      targets: Sequence[Target], num_steps: int) -> list[dict[str, Any]]:
     """`episode_metrics` of many episodes, their progress projected all at once
     (control.follower.project_walks: the same bits as one episode at a time)."""
-    dt = targets[0].dt if targets else 0.0
-    # every 20 ms (the projection window moves 0.6 m a call)
-    every = max(1, steps_in(20.0, dt) // record_every) if targets else 1
     rows = [q[: f // record_every + 1] if f >= 0 else q for q, f in zip(qpos, fall_step,
                                                                          strict=True)]
-    subs = [np.concatenate([r[::every, :2], r[-1:, :2]]) for r in rows]
+    subs = [_measured_at(r, record_every, t.dt) for r, t in zip(rows, targets, strict=True)]
     reached = project_walks([Projector(t.path.s, t.path.xy) for t in targets], subs)
     return [_metrics(r, record_every, f, t, num_steps, sub, got[-1])
             for r, f, t, sub, got in zip(rows, fall_step, targets, subs, reached, strict=True)]
+
+
+def _measured_at(rows: np.ndarray, record_every: int, dt: float) -> np.ndarray:
+    """(S, 2) the base's xy every 20 ms and at the end: where progress and cross-track error are
+    measured (the projection window moves 0.6 m a call)."""
+    every = max(1, steps_in(20.0, dt) // record_every)
+    return np.concatenate([rows[::every, :2], rows[-1:, :2]])
 
 
 def _metrics(rows: np.ndarray, record_every: int, fall_step: int, target: Target, num_steps: int,

@@ -2,9 +2,10 @@
 
 torch's Adam and AdamW update each parameter tensor in a Python loop unless told otherwise on a
 CPU. The "foreach" implementation does the same arithmetic on all tensors per operation (the same
-bits, tested in tests/test_train.py) and saves most of that loop: a behaviour-cloning step of the
-default MLP on one CPU core ~12 % faster (benchmarks/README.md). The fused kernel is faster still
-but rounds differently, so it is kept for CUDA, where it bounds a small MLP's steps.
+bits, tested in tests/test_train.py) and saves that loop: a behaviour-cloning step of the
+default MLP on one CPU core 1.04x as fast (benchmarks/README.md; the step is mostly the MLP's
+matrix products). The fused kernel is faster still but rounds differently, so it is kept for
+CUDA, where it bounds a small MLP's steps.
 
 A saved optimizer state carries the implementation it ran with (`foreach`, `fused` in each
 parameter group), and `load_state_dict` puts those back: `load` restores them to the ones this
