@@ -245,50 +245,76 @@ def test_the_controllers_functional_policy_is_bit_identical() -> None:
         assert torch.equal(functional(policy.eval())(x), policy(x))
 
 
-def test_adam_on_the_multi_tensor_kernels_gives_the_per_tensor_loops_bits() -> None:
-    """learn.optimizers' Adam and AdamW (the foreach kernels on a CPU) step the same weights as
-    torch's per-tensor loop, with clipping, two parameter groups and one group without gradients
-    (the actor during the critic's warm-up); resuming from the per-tensor loop's state keeps the
-    kernels the optimizer was built with, and the same bits."""
+def test_adam_and_clipping_of_learn_optimizers_give_torchs_bits() -> None:
+    """learn.optimizers' Adam and AdamW and its gradient clipping step the same weights as
+    torch.optim's per-tensor loop and its multi-tensor path with torch's clipping: two parameter
+    groups, one without gradients for the first steps (the actor during the critic's warm-up, so
+    the groups' step counts differ), a learning rate changed halfway, and a resume from a state
+    saved by torch or by learn.optimizers, either way. A mutation of the update's order or of
+    the clipping's epsilon fails it."""
     import copy
 
     from quadpipe.learn import optimizers
 
-    def train(kind, kw, steps, start=None):
+    def train(make, steps, start=None, mine=True):
         """Weights and optimizer state after `steps` steps (from `start` if given)."""
         torch.manual_seed(5)
         net = torch.nn.Sequential(torch.nn.Linear(9, 32), torch.nn.LayerNorm(32),
                                   torch.nn.ReLU(), torch.nn.Linear(32, 4))
-        idle = torch.nn.Linear(3, 3)
-        opt = kind([{"params": list(net.parameters()), "lr": 1e-3},
-                    {"params": list(idle.parameters()), "lr": 1e-2}], **kw)
+        late = torch.nn.Linear(9, 4)
+        opt = make([{"params": list(net.parameters()), "lr": 1e-3},
+                    {"params": list(late.parameters()), "lr": 1e-2}])
         gen = torch.Generator().manual_seed(6)
         first = 0
         if start is not None:
-            net.load_state_dict(start[0])
+            net.load_state_dict(start[0][0])
+            late.load_state_dict(start[0][1])
             optimizers.load(opt, copy.deepcopy(start[1]))
-            assert [g.get("foreach") for g in opt.param_groups] == [kw.get("foreach")] * 2
             gen.set_state(start[2])
             first = start[3]
-        for _ in range(first, steps):
+        clip = optimizers.clip_grad_norm_ if mine else torch.nn.utils.clip_grad_norm_
+        for k in range(first, steps):
+            if k == 12:
+                opt.param_groups[0]["lr"] = 3e-4
             x, y = torch.randn(16, 9, generator=gen), torch.randn(16, 4, generator=gen)
             opt.zero_grad(set_to_none=True)
-            ((net(x) - y) ** 2).mean().backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+            loss = ((net(x) - y) ** 2).mean()
+            if k >= 5:
+                loss = loss + ((late(x) - y) ** 2).mean()
+            loss.backward()
+            clip(list(net.parameters()), 0.5)
+            clip(list(late.parameters()), 0.5)
             opt.step()
-        return copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()), \
-            gen.get_state(), steps
+        return (copy.deepcopy(net.state_dict()), copy.deepcopy(late.state_dict())), \
+            copy.deepcopy(opt.state_dict()), gen.get_state(), steps
 
     def flat(state):
-        return torch.cat([v.flatten() for v in state[0].values()])
+        return torch.cat([v.flatten() for part in state[0] for v in part.values()])
 
-    fast = optimizers.implementation(torch.device("cpu"))
-    assert fast == {"foreach": True}
-    for kind, kw in ((torch.optim.AdamW, {"weight_decay": 1e-4}), (torch.optim.Adam, {})):
-        slow = train(kind, {**kw, "foreach": False}, 30)
-        assert torch.equal(flat(train(kind, {**kw, **fast}, 30)), flat(slow))
-        halfway = train(kind, {**kw, "foreach": False}, 15)
-        assert torch.equal(flat(train(kind, {**kw, **fast}, 30, start=halfway)), flat(slow))
+    cpu = torch.device("cpu")
+    for decoupled, wd in ((True, 1e-2), (False, 0.0), (False, 1e-3)):
+        torch_kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+
+        def theirs(groups, foreach, kind=torch_kind, wd=wd):
+            return kind(groups, lr=1e-3, weight_decay=wd, foreach=foreach)
+
+        def mine(groups, decoupled=decoupled, wd=wd):
+            return optimizers.make(groups, cpu, lr=1e-3, weight_decay=wd, decoupled=decoupled)
+
+        loop = train(lambda g: theirs(g, False), 30, mine=False)
+        assert isinstance(mine([torch.zeros(1)]), optimizers.Adam)
+        assert torch.equal(flat(train(lambda g: theirs(g, True), 30, mine=False)), flat(loop))
+        ours = train(mine, 30)
+        assert torch.equal(flat(ours), flat(loop))
+        assert ours[1]["state"].keys() == loop[1]["state"].keys()
+        for i, s in loop[1]["state"].items():
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                assert torch.equal(ours[1]["state"][i][key], s[key])
+        # resumed halfway, from a state the other side saved
+        assert torch.equal(flat(train(mine, 30, start=train(lambda g: theirs(g, False), 15,
+                                                             mine=False))), flat(loop))
+        assert torch.equal(flat(train(lambda g: theirs(g, True), 30, mine=False,
+                                      start=train(mine, 15))), flat(loop))
 
 
 def test_prepared_samples_survive_a_move_and_a_reprepare_under_a_reader(tiny_shard, tmp_path):

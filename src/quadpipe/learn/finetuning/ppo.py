@@ -20,7 +20,6 @@ import dataclasses
 
 import numpy as np
 import torch
-from torch import nn
 
 from quadpipe.learn import optimizers
 from quadpipe.learn.finetuning.actor_critic import ActorCritic
@@ -61,7 +60,7 @@ def advantages(r: Rollout, gamma: float, lam: float) -> tuple[np.ndarray, np.nda
     return adv, adv + r.value
 
 
-def update(ac: ActorCritic, opt: torch.optim.Optimizer, r: Rollout, cfg: PPOConfig,
+def update(ac: ActorCritic, opt: optimizers.Optimizer, r: Rollout, cfg: PPOConfig,
            rng: np.random.Generator, train_actor: bool, bc_weight: float) -> dict[str, float]:
     """PPO epochs over the rollout's valid transitions; the mean losses, KL and learning rate.
 
@@ -114,8 +113,8 @@ def update(ac: ActorCritic, opt: torch.optim.Optimizer, r: Rollout, cfg: PPOConf
                     loss = loss + bc_weight * bc
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(ac.actor_parameters(), cfg.max_grad_norm)
-            nn.utils.clip_grad_norm_(list(ac.critic.parameters()), cfg.max_grad_norm)
+            optimizers.clip_grad_norm_(ac.actor_parameters(), cfg.max_grad_norm)
+            optimizers.clip_grad_norm_(list(ac.critic.parameters()), cfg.max_grad_norm)
             opt.step()
             sums["surrogate"] += surrogate.item()
             sums["value_loss"] += value_loss.item()
@@ -129,10 +128,10 @@ def update(ac: ActorCritic, opt: torch.optim.Optimizer, r: Rollout, cfg: PPOConf
     return out
 
 
-def make_optimizer(ac: ActorCritic, cfg: PPOConfig) -> torch.optim.Optimizer:
+def make_optimizer(ac: ActorCritic, cfg: PPOConfig) -> optimizers.Optimizer:
     """Adam with two groups: the actor's (adapted lr) and the critic's; on the multi-tensor
     kernels (learn.optimizers)."""
     device = next(ac.parameters()).device
-    return torch.optim.Adam([{"params": ac.actor_parameters(), "lr": cfg.lr},
-                             {"params": list(ac.critic.parameters()), "lr": cfg.critic_lr}],
-                            **optimizers.implementation(device))
+    return optimizers.make([{"params": ac.actor_parameters(), "lr": cfg.lr},
+                            {"params": list(ac.critic.parameters()), "lr": cfg.critic_lr}],
+                           device, lr=cfg.lr)

@@ -321,7 +321,7 @@ def _row(it: int, r: Rollout, stats: dict[str, float], bc: float, cfg: FinetuneC
 
 
 def _snapshot(fp: str, seed: int, job: int, iteration: int, ac: ActorCritic,
-              opt: torch.optim.Optimizer, history: list[dict[str, float]],
+              opt: optimizers.Optimizer, history: list[dict[str, float]],
               info: dict[str, Any]) -> dict[str, Any]:
     return {"format": STATE_FORMAT, "fingerprint": fp, "seed": seed, "job": job,
             "iteration": iteration,

@@ -49,10 +49,11 @@ def valid_loss(policy: Policy, x: np.ndarray, y: np.ndarray, device: torch.devic
     return total / len(x)
 
 
-def make_optimizer(policy: Policy, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW on the multi-tensor kernels (learn.optimizers: the same bits on a CPU, faster)."""
-    return torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             **optimizers.implementation(device))
+def make_optimizer(policy: Policy, cfg: TrainConfig, device: torch.device
+                   ) -> optimizers.Optimizer:
+    """AdamW on the multi-tensor kernels (learn.optimizers: torch's bits, faster)."""
+    return optimizers.make(policy.parameters(), device, lr=cfg.lr,
+                           weight_decay=cfg.weight_decay, decoupled=True)
 
 
 def build_policy(cfg: TrainConfig, meta: dict[str, Any]) -> Policy:
@@ -65,7 +66,7 @@ def build_policy(cfg: TrainConfig, meta: dict[str, Any]) -> Policy:
     return policy
 
 
-def run_epoch(policy: Policy, opt: torch.optim.Optimizer, batches: Batches, perm: np.ndarray,
+def run_epoch(policy: Policy, opt: optimizers.Optimizer, batches: Batches, perm: np.ndarray,
               noise: JointNoise | None, grad_clip: float, progress: bool | None = False,
               desc: str = "epoch", mirror: Mirror | None = None) -> tuple[float, int]:
     """One pass over `batches` in the order `perm`; returns (mean training loss, samples).
@@ -88,7 +89,7 @@ def run_epoch(policy: Policy, opt: torch.optim.Optimizer, batches: Batches, perm
         loss = (err * err).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+        optimizers.clip_grad_norm_(policy.parameters(), grad_clip)
         opt.step()
         loss_sum += loss.detach().double() * len(xb)
         seen += len(xb)

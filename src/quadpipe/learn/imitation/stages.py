@@ -101,7 +101,7 @@ def load_dagger(paths: list[Path], cfg: TrainConfig, rnd: int
 
 
 def snapshot(state: dict[str, Any], fp: str, rnd: int, cfg: TrainConfig, meta: dict[str, Any],
-             dag: dict[str, float], policy: Policy, opt: torch.optim.Optimizer,
+             dag: dict[str, float], policy: Policy, opt: optimizers.Optimizer,
              rng: np.random.Generator, noise: JointNoise | None) -> dict[str, Any]:
     """Everything that determines the rest of the training, as a torch.save-able dict."""
     return {
@@ -118,7 +118,7 @@ def snapshot(state: dict[str, Any], fp: str, rnd: int, cfg: TrainConfig, meta: d
         "dagger": dict(dag), **state}
 
 
-def restore(saved: dict[str, Any], policy: Policy, opt: torch.optim.Optimizer,
+def restore(saved: dict[str, Any], policy: Policy, opt: optimizers.Optimizer,
             rng: np.random.Generator, noise: JointNoise | None, device: torch.device) -> None:
     """Put a saved state's weights, optimiser and every random generator back: training then
     goes on exactly as if it had never stopped."""
@@ -134,7 +134,7 @@ def restore(saved: dict[str, Any], policy: Policy, opt: torch.optim.Optimizer,
 
 
 def try_resume(path: Path, fp: str, rnd: int, n_epochs: int, policy: Policy,
-               opt: torch.optim.Optimizer, rng: np.random.Generator, noise: JointNoise | None,
+               opt: optimizers.Optimizer, rng: np.random.Generator, noise: JointNoise | None,
                device: torch.device) -> dict[str, Any] | None:
     """Restore the resume checkpoint at `path` if it was written by this very stage (same
     fingerprint); else say why in one log line, remove it and return None."""
