@@ -250,8 +250,8 @@ def test_adam_and_clipping_of_learn_optimizers_give_torchs_bits() -> None:
     torch.optim's per-tensor loop and its multi-tensor path with torch's clipping: two parameter
     groups, one without gradients for the first steps (the actor during the critic's warm-up, so
     the groups' step counts differ), a learning rate changed halfway, and a resume from a state
-    saved by torch or by learn.optimizers, either way. A mutation of the update's order or of
-    the clipping's epsilon fails it."""
+    saved by torch or by learn.optimizers, either way (a torch optimizer keeping its own
+    kernels). A mutation of the update's order or of the clipping's epsilon fails it."""
     import copy
 
     from quadpipe.learn import optimizers
@@ -269,7 +269,9 @@ def test_adam_and_clipping_of_learn_optimizers_give_torchs_bits() -> None:
         if start is not None:
             net.load_state_dict(start[0][0])
             late.load_state_dict(start[0][1])
+            kernels = [g.get("foreach") for g in opt.param_groups]
             optimizers.load(opt, copy.deepcopy(start[1]))
+            assert [g.get("foreach") for g in opt.param_groups] == kernels
             gen.set_state(start[2])
             first = start[3]
         clip = optimizers.clip_grad_norm_ if mine else torch.nn.utils.clip_grad_norm_
@@ -313,8 +315,9 @@ def test_adam_and_clipping_of_learn_optimizers_give_torchs_bits() -> None:
         # resumed halfway, from a state the other side saved
         assert torch.equal(flat(train(mine, 30, start=train(lambda g: theirs(g, False), 15,
                                                              mine=False))), flat(loop))
-        assert torch.equal(flat(train(lambda g: theirs(g, True), 30, mine=False,
-                                      start=train(mine, 15))), flat(loop))
+        for foreach in (True, False):  # a torch optimizer keeps the kernels it was built with
+            assert torch.equal(flat(train(lambda g, f=foreach: theirs(g, f), 30, mine=False,
+                                          start=train(mine, 15))), flat(loop))
 
 
 def test_prepared_samples_survive_a_move_and_a_reprepare_under_a_reader(tiny_shard, tmp_path):

@@ -144,11 +144,13 @@ def make(groups: Iterable[Any], device: torch.device, lr: float, weight_decay: f
 def load(opt: Optimizer, state: dict[str, Any]) -> None:
     """`opt.load_state_dict(state)`; a torch optimizer keeps its own kernels (a saved state
     carries `foreach` and `fused` in each group, which torch would restore)."""
+    if isinstance(opt, Adam):
+        opt.load_state_dict(state)
+        return
     kept = [{k: g[k] for k in ("foreach", "fused") if k in g} for g in opt.param_groups]
     opt.load_state_dict(state)
-    if isinstance(opt, torch.optim.Optimizer):
-        for group, keys in zip(opt.param_groups, kept, strict=True):
-            group.update(keys)
+    for group, keys in zip(opt.param_groups, kept, strict=True):
+        group.update(keys)
 
 
 @torch.no_grad()
