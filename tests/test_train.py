@@ -14,6 +14,7 @@ from quadpipe.cli import main
 from quadpipe.config import steps_in
 from quadpipe.data import dataset
 from quadpipe.errors import QuadpipeError
+from quadpipe.learn.history import write_history
 from quadpipe.learn.imitation.epochs import build_policy
 from quadpipe.learn.imitation.prepare import load_arrays, prepare
 from quadpipe.learn.imitation.train import train
@@ -357,3 +358,18 @@ def test_samples_prepared_with_a_path_in_their_fingerprint_are_still_current(tin
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert prepare(tiny_shard, tmp_path, TINY_OBS, 10) == old
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_history_csv_keeps_rows_that_older_versions_wrote_without_a_column(tmp_path):
+    """A chain resumed across versions holds rows with and without a newer column: every row is
+    written, every column appears once in first-seen order, and a missing cell is left empty."""
+    rows = [{"iteration": 1, "return": 5.0}, {"iteration": 2, "return": 6.0, "reward_new": 0.5},
+            {"iteration": 3, "reward_new": 0.25, "return": 7.0}]
+    write_history(tmp_path / "h.csv", rows)
+    with (tmp_path / "h.csv").open() as fh:
+        read = list(csv.DictReader(fh))
+        fh.seek(0)
+        header = fh.readline().strip().split(",")
+    assert header == ["iteration", "return", "reward_new"]
+    assert [r["return"] for r in read] == ["5.0", "6.0", "7.0"]
+    assert [r["reward_new"] for r in read] == ["", "0.5", "0.25"]

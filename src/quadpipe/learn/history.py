@@ -7,9 +7,13 @@ from pathlib import Path
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    """One row per epoch, columns in the order of the first row's keys."""
+    """One row per epoch, columns in the order the rows' keys first appear.
+
+    Rows may differ in their keys: a resumed run keeps the rows an older version wrote, and a
+    column that version did not log stays empty there rather than failing the whole file.
+    """
     with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(history[0]))
+        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
         w.writeheader()
         w.writerows(history)
 
