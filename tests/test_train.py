@@ -367,9 +367,8 @@ def test_history_csv_keeps_rows_that_older_versions_wrote_without_a_column(tmp_p
             {"iteration": 3, "reward_new": 0.25, "return": 7.0}]
     write_history(tmp_path / "h.csv", rows)
     with (tmp_path / "h.csv").open() as fh:
-        read = list(csv.DictReader(fh))
-        fh.seek(0)
-        header = fh.readline().strip().split(",")
-    assert header == ["iteration", "return", "reward_new"]
+        reader = csv.DictReader(fh)
+        read = list(reader)
+    assert reader.fieldnames == ["iteration", "return", "reward_new"]
     assert [r["return"] for r in read] == ["5.0", "6.0", "7.0"]
     assert [r["reward_new"] for r in read] == ["", "0.5", "0.25"]
